@@ -1,0 +1,23 @@
+pub mod pool;
+pub mod run;
+pub mod server;
+pub mod worker;
+
+use crate::client::Api;
+use crate::{Failure, OutputFormat};
+
+pub struct Context {
+    pub output: OutputFormat,
+    pub url: String,
+    pub api_token: Option<String>,
+}
+
+impl Context {
+    pub fn api(&self) -> Result<Api, Failure> {
+        Api::new(&self.url, self.api_token.clone())
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+}

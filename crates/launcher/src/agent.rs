@@ -1,0 +1,278 @@
+//! The launcher's main loop: register, then accept runs from the poll,
+//! keep leases alive with heartbeats, obey instructions, drain on SIGTERM,
+//! deregister and exit.
+//!
+//! The poll and the heartbeat run as their own tasks and report to this
+//! loop over a channel. The poll is never cancelled mid-request: a poll
+//! dropped just as the server leased a run would strand that run until its
+//! lease expired.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gantry_wire::worker::{HeartbeatRequest, HeldLease, Instructions, PollRequest, RunLease};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::client::{CallError, ControlPlane};
+use crate::config::Config;
+use crate::exit;
+use crate::orphans::InFlightRuns;
+use crate::run::{self, Control, RunContext};
+
+const POLL_WAIT: Duration = Duration::from_secs(20);
+
+enum Event {
+    Leases(Vec<RunLease>),
+    Instructions(Instructions),
+    /// The control plane no longer accepts this worker.
+    Refused(CallError),
+}
+
+struct RunHandle {
+    lease_id: String,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+/// What the agent, the poll and the heartbeat share.
+struct Shared {
+    runs: Mutex<HashMap<String, RunHandle>>,
+    running: AtomicU32,
+    /// Draining by our own decision (signal, pool cycle): we exit when idle.
+    leaving: AtomicBool,
+    /// Drained by an operator through the API: we stay, but take no runs.
+    drained: AtomicBool,
+    /// A poll that may bring leases is in flight.
+    poll_with_slots: AtomicBool,
+}
+
+impl Shared {
+    fn free_slots(&self, max: u32) -> u32 {
+        if self.leaving.load(Ordering::Acquire) || self.drained.load(Ordering::Acquire) {
+            0
+        } else {
+            max.saturating_sub(self.running.load(Ordering::Acquire))
+        }
+    }
+
+    fn held_leases(&self) -> Vec<HeldLease> {
+        let runs = self.runs.lock().expect("runs lock");
+        runs.iter().map(|(id, h)| HeldLease { run_id: id.clone(), lease_id: h.lease_id.clone() }).collect()
+    }
+
+    fn control(&self, run_id: &str, message: Control) {
+        if let Some(handle) = self.runs.lock().expect("runs lock").get(run_id) {
+            let _ = handle.control.send(message);
+        }
+    }
+
+    fn control_all(&self, message: Control) {
+        for handle in self.runs.lock().expect("runs lock").values() {
+            let _ = handle.control.send(message.clone());
+        }
+    }
+}
+
+pub async fn run(config: Config) -> u8 {
+    let in_flight = match InFlightRuns::open(&config.work_dir) {
+        Ok(in_flight) => in_flight,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("gantry-launcher: configuration error: {message}");
+            return exit::CONFIG;
+        }
+    };
+    let client = match ControlPlane::new(&config) {
+        Ok(client) => Arc::new(client),
+        Err(error) => {
+            eprintln!("gantry-launcher: configuration error: GANTRY_ADDITIONAL_ROOT_CAS: {error}");
+            return exit::CONFIG;
+        }
+    };
+    let orphans = in_flight.left_behind();
+    let registration = match crate::register::register(&client, &config, &orphans).await {
+        Ok(registration) => registration,
+        Err(error) => return refused_at_start(&config, &error),
+    };
+    for orphan in &orphans {
+        tracing::warn!(run_id = %orphan.run_id, "reported a run left in flight by a previous launcher");
+        in_flight.forget(&orphan.run_id);
+    }
+    tracing::info!(
+        worker_id = %registration.worker_id,
+        pool_id = %config.token.pool_id,
+        url = %config.token.url,
+        executor = ?config.executor,
+        max_concurrent_runs = config.max_concurrent_runs,
+        "registered; waiting for runs"
+    );
+
+    let shared = Arc::new(Shared {
+        runs: Mutex::new(HashMap::new()),
+        running: AtomicU32::new(0),
+        leaving: AtomicBool::new(false),
+        drained: AtomicBool::new(false),
+        poll_with_slots: AtomicBool::new(false),
+    });
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    let heartbeat_interval = Duration::from_millis(registration.heartbeat_interval_ms.max(100));
+    let poll_task = tokio::spawn(poll_loop(client.clone(), shared.clone(), config.max_concurrent_runs, events.clone()));
+    let heartbeat_task = tokio::spawn(heartbeat_loop(client.clone(), shared.clone(), heartbeat_interval, events.clone()));
+    let ctx = Arc::new(RunContext { config: config.clone(), client: client.clone(), in_flight });
+
+    let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+    let mut sigint = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
+    let mut signals_seen = 0;
+    let mut tasks = JoinSet::new();
+    let mut exit_code = exit::OK;
+
+    loop {
+        let leaving = shared.leaving.load(Ordering::Acquire);
+        if leaving && tasks.is_empty() && !shared.poll_with_slots.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::select! {
+            _ = async { tokio::select! { _ = sigterm.recv() => {}, _ = sigint.recv() => {} } } => {
+                signals_seen += 1;
+                if signals_seen == 1 {
+                    tracing::info!(runs_in_flight = tasks.len(), "signal received: draining (a second signal stops the runs in flight)");
+                    start_leaving(&client, &shared).await;
+                } else {
+                    tracing::warn!(runs_in_flight = tasks.len(), "second signal: stopping the runs in flight");
+                    shared.control_all(Control::Stop("the launcher was told to stop".into()));
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(event) = inbox.recv() => match event {
+                Event::Leases(leases) => {
+                    for lease in leases {
+                        let (control, receiver) = mpsc::unbounded_channel();
+                        shared.runs.lock().expect("runs lock").insert(lease.run_id.clone(), RunHandle { lease_id: lease.lease_id.clone(), control });
+                        let ctx = ctx.clone();
+                        let shared = shared.clone();
+                        tasks.spawn(async move {
+                            let run_id = lease.run_id.clone();
+                            run::execute(ctx, lease, receiver).await;
+                            shared.runs.lock().expect("runs lock").remove(&run_id);
+                            shared.running.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    }
+                }
+                Event::Instructions(instructions) => {
+                    for run_id in &instructions.stop {
+                        shared.control(run_id, Control::Stop("a user stopped the run".into()));
+                    }
+                    for run_id in &instructions.abandon {
+                        shared.control(run_id, Control::Abandon);
+                    }
+                    if shared.drained.swap(instructions.drain, Ordering::AcqRel) != instructions.drain {
+                        tracing::info!(drained = instructions.drain, "drain changed by an operator");
+                    }
+                    if instructions.exit && !shared.leaving.load(Ordering::Acquire) {
+                        tracing::info!("the pool was cycled: finishing the runs in flight, then exiting");
+                        start_leaving(&client, &shared).await;
+                    }
+                }
+                Event::Refused(error) => {
+                    tracing::error!(%error, "the control plane refused this worker; abandoning the runs in flight and exiting");
+                    shared.control_all(Control::Abandon);
+                    shared.leaving.store(true, Ordering::Release);
+                    shared.poll_with_slots.store(false, Ordering::Release);
+                    poll_task.abort();
+                    exit_code = exit::CREDENTIALS;
+                }
+            },
+        }
+    }
+    poll_task.abort();
+    heartbeat_task.abort();
+    if exit_code == exit::OK {
+        if let Err(error) = client.deregister().await {
+            tracing::warn!(%error, "cannot deregister; the control plane will mark this worker lost");
+        }
+        tracing::info!("drained; exiting");
+    }
+    exit_code
+}
+
+/// Stop taking runs, and tell the control plane at once so an open poll
+/// returns instead of leasing us more work.
+async fn start_leaving(client: &ControlPlane, shared: &Shared) {
+    shared.leaving.store(true, Ordering::Release);
+    let request = HeartbeatRequest { runs: shared.held_leases(), draining: true };
+    if let Err(error) = client.heartbeat(&request).await {
+        tracing::warn!(%error, "cannot tell the control plane about the drain");
+        // If it cannot hear us, it cannot lease us anything either.
+        shared.poll_with_slots.store(false, Ordering::Release);
+    }
+}
+
+fn refused_at_start(config: &Config, error: &CallError) -> u8 {
+    let (code, what) = match error.code() {
+        Some("version_refused") => (exit::VERSION, "the control plane refused this launcher's version"),
+        Some("unauthorized") => (exit::CREDENTIALS, "the control plane refused the pool credentials"),
+        _ if matches!(error, CallError::Unreachable(_)) => (exit::FAILURE, "cannot reach the control plane"),
+        _ => (exit::FAILURE, "registration failed"),
+    };
+    tracing::error!(url = %config.token.url, %error, "{what}");
+    eprintln!("gantry-launcher: {what} at {} (from GANTRY_TOKEN): {error}", config.token.url);
+    code
+}
+
+async fn poll_loop(client: Arc<ControlPlane>, shared: Arc<Shared>, max: u32, events: mpsc::UnboundedSender<Event>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let free_slots = shared.free_slots(max);
+        shared.poll_with_slots.store(free_slots > 0, Ordering::Release);
+        let result = client.poll(&PollRequest { free_slots, wait_ms: POLL_WAIT.as_millis() as u64 }).await;
+        match result {
+            Ok(response) => {
+                delay = Duration::from_millis(100);
+                if !response.leases.is_empty() {
+                    shared.running.fetch_add(response.leases.len() as u32, Ordering::AcqRel);
+                    let _ = events.send(Event::Leases(response.leases));
+                }
+                let _ = events.send(Event::Instructions(response.instructions));
+                shared.poll_with_slots.store(false, Ordering::Release);
+            }
+            Err(error) if error.code() == Some("unauthorized") => {
+                shared.poll_with_slots.store(false, Ordering::Release);
+                let _ = events.send(Event::Refused(error));
+                return;
+            }
+            Err(error) => {
+                shared.poll_with_slots.store(false, Ordering::Release);
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "poll failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(client: Arc<ControlPlane>, shared: Arc<Shared>, interval: Duration, events: mpsc::UnboundedSender<Event>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let request = HeartbeatRequest { runs: shared.held_leases(), draining: shared.leaving.load(Ordering::Acquire) };
+        match client.heartbeat(&request).await {
+            Ok(response) => {
+                if let Some(token) = response.session_token {
+                    client.set_session(token);
+                }
+                if !response.instructions.is_empty() || shared.drained.load(Ordering::Acquire) {
+                    let _ = events.send(Event::Instructions(response.instructions));
+                }
+            }
+            Err(error) if error.code() == Some("unauthorized") => {
+                let _ = events.send(Event::Refused(error));
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "heartbeat failed; retrying at the next interval"),
+        }
+    }
+}

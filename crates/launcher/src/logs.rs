@@ -1,0 +1,217 @@
+//! A run's log, from pipe to control plane, without blocking the run and
+//! without holding it in memory.
+//!
+//! A reader thread copies the run's output pipe into a spool file as fast as
+//! the run writes it. An uploader task cuts the spool into numbered chunks
+//! (`LogChunk` seq 0, 1, 2…) and PUTs each until the control plane has it.
+//! Chunk boundaries are remembered, so any chunk can be sent again with the
+//! same bytes: uploads are idempotent, and a dropped connection or a
+//! restarted control plane costs a retry, never a lost or doubled line.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::client::{CallError, ControlPlane};
+
+/// Chunks are cut at this size at most...
+const MAX_CHUNK: u64 = 1024 * 1024;
+/// ...and sent early once this much is waiting...
+const EAGER_CHUNK: u64 = 64 * 1024;
+/// ...or once output has waited this long, so `logs -f` feels live.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What the reader thread and the uploader share.
+pub struct Spool {
+    written: AtomicU64,
+    closed: AtomicBool,
+    last_output: Mutex<Instant>,
+    notify: Notify,
+}
+
+impl Spool {
+    pub fn new() -> Arc<Spool> {
+        Arc::new(Spool {
+            written: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            last_output: Mutex::new(Instant::now()),
+            notify: Notify::new(),
+        })
+    }
+
+    pub fn since_last_output(&self) -> Duration {
+        self.last_output.lock().expect("spool lock").elapsed()
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+/// Copies `pipe` into the spool file until every writer has closed it.
+pub fn spawn_reader(mut pipe: std::io::PipeReader, mut file: File, spool: Arc<Spool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if file.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                    spool.written.fetch_add(n as u64, Ordering::AcqRel);
+                    *spool.last_output.lock().expect("spool lock") = Instant::now();
+                    spool.notify.notify_one();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        spool.close();
+    })
+}
+
+/// Replaces secret values with `***` in log output.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    secrets: Vec<Vec<u8>>,
+}
+
+impl Masker {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Masker {
+        let mut secrets: Vec<Vec<u8>> = values.into_iter().filter(|v| v.len() >= 3).map(String::into_bytes).collect();
+        // Longest first, so a secret containing another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Masker { secrets }
+    }
+
+    /// Bytes to hold back at the end of an unfinished spool, so a secret
+    /// split across two chunks is still seen whole.
+    fn holdback(&self) -> u64 {
+        self.secrets.first().map_or(0, |s| s.len() as u64 - 1)
+    }
+
+    pub fn mask(&self, data: &[u8]) -> Vec<u8> {
+        if self.secrets.is_empty() {
+            return data.to_vec();
+        }
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        'outer: while i < data.len() {
+            for secret in &self.secrets {
+                if data[i..].starts_with(secret) {
+                    out.extend_from_slice(b"***");
+                    i += secret.len();
+                    continue 'outer;
+                }
+            }
+            out.push(data[i]);
+            i += 1;
+        }
+        out
+    }
+}
+
+pub enum UploadError {
+    /// The control plane says this worker no longer holds the run.
+    LeaseLost,
+}
+
+pub struct Uploader {
+    client: Arc<ControlPlane>,
+    run_id: String,
+    lease_id: String,
+    file: File,
+    masker: Masker,
+    /// (offset, length) of each chunk sent, by sequence number.
+    boundaries: Vec<(u64, u64)>,
+}
+
+impl Uploader {
+    pub fn new(client: Arc<ControlPlane>, run_id: &str, lease_id: &str, spool_path: &Path, masker: Masker) -> std::io::Result<Uploader> {
+        Ok(Uploader {
+            client,
+            run_id: run_id.to_string(),
+            lease_id: lease_id.to_string(),
+            file: File::open(spool_path)?,
+            masker,
+            boundaries: Vec::new(),
+        })
+    }
+
+    /// Uploads until the spool is closed and fully sent. Returns the number of chunks.
+    pub async fn run(&mut self, spool: Arc<Spool>) -> Result<u64, UploadError> {
+        let mut uploaded = 0u64;
+        let mut waiting_since = Instant::now();
+        loop {
+            let notified = spool.notify.notified();
+            let closed = spool.closed.load(Ordering::Acquire);
+            let written = spool.written.load(Ordering::Acquire);
+            let holdback = if closed { 0 } else { self.masker.holdback() };
+            let ready = written.saturating_sub(uploaded).saturating_sub(holdback);
+            let due = ready >= EAGER_CHUNK || closed || waiting_since.elapsed() >= FLUSH_INTERVAL;
+            if ready > 0 && due {
+                let length = ready.min(MAX_CHUNK);
+                let seq = self.boundaries.len() as u64;
+                self.boundaries.push((uploaded, length));
+                self.send(seq).await?;
+                uploaded += length;
+                waiting_since = Instant::now();
+                continue;
+            }
+            if closed {
+                return Ok(self.boundaries.len() as u64);
+            }
+            if ready == 0 {
+                waiting_since = Instant::now();
+            }
+            let _ = tokio::time::timeout(FLUSH_INTERVAL, notified).await;
+        }
+    }
+
+    /// Sends chunk `seq` until the control plane has it.
+    pub async fn send(&self, seq: u64) -> Result<(), UploadError> {
+        let (offset, length) = self.boundaries[seq as usize];
+        let mut data = vec![0u8; length as usize];
+        if self.file.read_exact_at(&mut data, offset).is_err() {
+            data.clear();
+        }
+        let data = self.masker.mask(&data);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.client.put_log_chunk(&self.run_id, &self.lease_id, seq, data.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_lease_lost() => return Err(UploadError::LeaseLost),
+                Err(error) => {
+                    log_retry(&self.run_id, seq, &error);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+fn log_retry(run_id: &str, seq: u64, error: &CallError) {
+    tracing::warn!(run_id, seq, %error, "log chunk upload failed; retrying");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_longest_first_and_keeps_the_rest() {
+        let masker = Masker::new(["hunter2".to_string(), "hunter2-extra".to_string(), "ab".to_string()]);
+        assert_eq!(masker.mask(b"pw=hunter2-extra and hunter2, ab"), b"pw=*** and ***, ab".to_vec());
+        assert_eq!(masker.holdback(), 12);
+    }
+}

@@ -1,0 +1,289 @@
+//! One leased run, start to finish: workspace, environment, execution,
+//! logs, timeouts, stop, and the final report.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_wire::run::RunState;
+use gantry_wire::worker::{FinishRun, Outcome, RunLease};
+use tokio::sync::mpsc;
+
+use crate::client::{with_retry, ControlPlane};
+use crate::config::Config;
+use crate::executor::process::ProcessRun;
+use crate::executor::{Exit, RunSpec};
+use crate::logs::{spawn_reader, Masker, Spool, UploadError, Uploader};
+use crate::orphans::InFlightRuns;
+
+/// What the agent tells a run in flight.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// Stop it: TERM, then KILL after the grace period; it ends STOPPED.
+    Stop(String),
+    /// Kill it and report nothing: the lease is gone (fencing).
+    Abandon,
+}
+
+/// Variables every run gets, for tools to find their way around.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const PROXY_VARS: [&str; 6] = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"];
+
+pub struct RunContext {
+    pub config: Config,
+    pub client: Arc<ControlPlane>,
+    pub in_flight: InFlightRuns,
+}
+
+/// The run's whole environment: what the run defines, the launcher's proxy
+/// settings, and the variables named in GANTRY_PASSTHROUGH_ENVS. Nothing
+/// else from the launcher (in particular not its token or key).
+pub fn run_environment(
+    config: &Config,
+    lease: &RunLease,
+    workspace: &std::path::Path,
+    launcher_env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    env.insert("HOME".to_string(), workspace.display().to_string());
+    env.insert("GANTRY_RUN_ID".to_string(), lease.run_id.clone());
+    env.insert("GANTRY_WORKSPACE".to_string(), workspace.display().to_string());
+    for name in PROXY_VARS.iter().copied().map(str::to_string).chain(config.passthrough_envs.iter().cloned()) {
+        if let Some(value) = launcher_env.get(&name) {
+            env.insert(name, value.clone());
+        }
+    }
+    env.extend(lease.env.clone());
+    env
+}
+
+struct Ending {
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+}
+
+pub async fn execute(ctx: Arc<RunContext>, lease: RunLease, mut control: mpsc::UnboundedReceiver<Control>) {
+    let run_id = lease.run_id.clone();
+    ctx.in_flight.remember(&run_id, &lease.lease_id);
+    let workspace = ctx.config.work_dir.join("workspaces").join(&run_id);
+    let spool_path = ctx.config.work_dir.join("logs").join(format!("{run_id}.log"));
+    let result = execute_in(&ctx, &lease, &mut control, &workspace, &spool_path).await;
+    let _ = std::fs::remove_dir_all(&workspace);
+    let _ = std::fs::remove_file(&spool_path);
+    ctx.in_flight.forget(&run_id);
+    match result {
+        Ok(()) => {}
+        Err(Abandoned) => tracing::warn!(run_id, "run abandoned: this worker no longer holds its lease"),
+    }
+}
+
+struct Abandoned;
+
+async fn execute_in(
+    ctx: &RunContext,
+    lease: &RunLease,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    workspace: &PathBuf,
+    spool_path: &PathBuf,
+) -> Result<(), Abandoned> {
+    let run_id = lease.run_id.as_str();
+    let config = &ctx.config;
+    tracing::info!(run_id, command = ?lease.command, "run started");
+
+    let prepared = std::fs::create_dir_all(workspace)
+        .and_then(|_| std::fs::create_dir_all(spool_path.parent().expect("spool has a parent")))
+        .and_then(|_| std::fs::File::create(spool_path));
+    let spool_file = match prepared {
+        Ok(file) => file,
+        Err(error) => {
+            let reason = format!("the launcher cannot prepare the workspace {}: {error}", workspace.display());
+            return finish(ctx, lease, 0, Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) }).await;
+        }
+    };
+
+    let report = with_retry(|| ctx.client.report_state(run_id, &lease.lease_id, RunState::Applying), Duration::from_secs(60)).await;
+    if let Err(error) = report {
+        if error.is_lease_lost() {
+            return Err(Abandoned);
+        }
+        tracing::warn!(run_id, %error, "cannot report the run's phase; continuing");
+    }
+
+    let launcher_env: BTreeMap<String, String> = std::env::vars().collect();
+    let env = run_environment(config, lease, workspace, &launcher_env);
+    let masker = Masker::new(config.mask_envs.iter().filter_map(|name| launcher_env.get(name).cloned()));
+    let spec = RunSpec { run_id: run_id.to_string(), command: lease.command.clone(), env, workspace: workspace.clone() };
+
+    let spool = Spool::new();
+    let mut uploader = match Uploader::new(ctx.client.clone(), run_id, &lease.lease_id, spool_path, masker) {
+        Ok(uploader) => uploader,
+        Err(error) => {
+            let reason = format!("the launcher cannot read its log spool: {error}");
+            return finish(ctx, lease, 0, Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) }).await;
+        }
+    };
+
+    let (mut process, pipe, mut launcher_pipe) = match ProcessRun::start(&spec) {
+        Ok(started) => started,
+        Err(error) => {
+            let reason = format!("cannot start `{}`: {error}", spec.command[0]);
+            let (pipe, mut writer) = std::io::pipe().expect("a pipe");
+            let reader = spawn_reader(pipe, spool_file, spool.clone());
+            let _ = writeln!(writer, "gantry: {reason}");
+            drop(writer);
+            let _ = reader.join();
+            let chunks = uploader.run(spool).await.map_err(|UploadError::LeaseLost| Abandoned)?;
+            return finish_with(ctx, lease, &uploader, chunks, Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) }).await;
+        }
+    };
+    let group = process.group();
+    let reader = spawn_reader(pipe, spool_file, spool.clone());
+    let upload = {
+        let spool = spool.clone();
+        async move {
+            let result = uploader.run(spool).await;
+            (uploader, result)
+        }
+    };
+    tokio::pin!(upload);
+    let mut upload_result = None;
+
+    let deadline = tokio::time::Instant::now() + config.run_timeout;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut ending: Option<Ending> = None;
+    let mut abandoned = false;
+    let mut inactivity_check = tokio::time::interval(Duration::from_secs(1));
+
+    let exit = loop {
+        tokio::select! {
+            exit = process.wait() => break exit,
+            result = &mut upload, if upload_result.is_none() => {
+                // The uploader only returns early when the lease is gone.
+                upload_result = Some(result);
+                abandoned = true;
+                group.kill();
+            }
+            Some(message) = control.recv() => match message {
+                Control::Stop(reason) => {
+                    if ending.is_none() {
+                        let _ = writeln!(launcher_pipe, "gantry: {reason}; stopping the run");
+                        ending = Some(Ending { outcome: Outcome::Stopped, exit_code: None, reason: Some(reason) });
+                        group.terminate();
+                        kill_at = Some(tokio::time::Instant::now() + config.stop_grace);
+                    }
+                }
+                Control::Abandon => {
+                    abandoned = true;
+                    group.kill();
+                }
+            },
+            _ = tokio::time::sleep_until(deadline), if ending.is_none() => {
+                let reason = format!("the run timed out after {} (GANTRY_RUN_TIMEOUT)", humantime::format_duration(config.run_timeout));
+                let _ = writeln!(launcher_pipe, "gantry: {reason}");
+                ending = Some(Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) });
+                group.terminate();
+                kill_at = Some(tokio::time::Instant::now() + config.stop_grace);
+            }
+            _ = inactivity_check.tick(), if ending.is_none() => {
+                if spool.since_last_output() >= config.logs_timeout {
+                    let reason = format!("the run printed nothing for {} (GANTRY_LOGS_TIMEOUT)", humantime::format_duration(config.logs_timeout));
+                    let _ = writeln!(launcher_pipe, "gantry: {reason}");
+                    ending = Some(Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) });
+                    group.terminate();
+                    kill_at = Some(tokio::time::Instant::now() + config.stop_grace);
+                }
+            }
+            _ = sleep_until_opt(kill_at) => {
+                group.kill();
+                kill_at = None;
+            }
+        }
+    };
+    // Whatever the main process left in the background goes too: it would
+    // hold the log pipe open and outlive the run.
+    group.kill();
+    drop(launcher_pipe);
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    let (uploader, result) = match upload_result {
+        Some(done) => done,
+        None => upload.await,
+    };
+    if abandoned {
+        return Err(Abandoned);
+    }
+    let chunks = result.map_err(|UploadError::LeaseLost| Abandoned)?;
+    let ending = ending.unwrap_or_else(|| match exit {
+        Exit::Code(0) => Ending { outcome: Outcome::Succeeded, exit_code: Some(0), reason: None },
+        Exit::Code(code) => {
+            Ending { outcome: Outcome::Failed, exit_code: Some(code), reason: Some(format!("the command exited with code {code}")) }
+        }
+        Exit::Signal(signal) => Ending {
+            outcome: Outcome::Failed,
+            exit_code: None,
+            reason: Some(format!("the command was killed by signal {signal}")),
+        },
+    });
+    let ending = Ending { exit_code: ending.exit_code.or(match exit { Exit::Code(c) => Some(c), _ => None }), ..ending };
+    finish_with(ctx, lease, &uploader, chunks, ending).await
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Finishes a run that produced no log.
+async fn finish(ctx: &RunContext, lease: &RunLease, chunks: u64, ending: Ending) -> Result<(), Abandoned> {
+    report_end(ctx, lease, None, chunks, ending).await
+}
+
+async fn finish_with(ctx: &RunContext, lease: &RunLease, uploader: &Uploader, chunks: u64, ending: Ending) -> Result<(), Abandoned> {
+    report_end(ctx, lease, Some(uploader), chunks, ending).await
+}
+
+/// Reports the end, re-sending any chunk the control plane says it lacks
+/// (e.g. it restarted and lost its last writes).
+async fn report_end(ctx: &RunContext, lease: &RunLease, uploader: Option<&Uploader>, chunks: u64, ending: Ending) -> Result<(), Abandoned> {
+    let request = FinishRun {
+        lease_id: lease.lease_id.clone(),
+        outcome: ending.outcome,
+        exit_code: ending.exit_code,
+        reason: ending.reason.clone(),
+        log_chunks: chunks,
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match ctx.client.finish(&lease.run_id, &request).await {
+            Ok(()) => {
+                tracing::info!(run_id = %lease.run_id, outcome = ?ending.outcome, exit_code = ?ending.exit_code, "run finished");
+                return Ok(());
+            }
+            Err(error) if error.is_lease_lost() => return Err(Abandoned),
+            Err(crate::client::CallError::Api { body, .. }) if body.error.code == "logs_incomplete" => {
+                let missing: Vec<u64> = body
+                    .error
+                    .details
+                    .as_ref()
+                    .and_then(|d| serde_json::from_value(d["missing"].clone()).ok())
+                    .unwrap_or_default();
+                tracing::warn!(run_id = %lease.run_id, missing = missing.len(), "control plane lacks log chunks; re-sending");
+                if let Some(uploader) = uploader {
+                    for seq in missing.into_iter().filter(|s| *s < chunks) {
+                        uploader.send(seq).await.map_err(|UploadError::LeaseLost| Abandoned)?;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %lease.run_id, %error, "cannot report the run's end; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The HTTP API: routes for users and, under `/worker`, for launchers.
+
+mod logs;
+mod meta;
+mod pools;
+mod runs;
+mod workers;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::protocol;
+use crate::state::AppState;
+
+pub use logs::*;
+pub use meta::*;
+pub use pools::*;
+pub use runs::*;
+pub use workers::*;
+
+/// Log chunks are at most 1 MiB; leave room for framing.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(meta::health))
+        .route("/version", get(meta::version))
+        .route("/openapi.json", get(meta::openapi))
+        .route("/launcher/download", get(meta::launcher_download))
+        .route("/pools", get(pools::list_pools).post(pools::create_pool))
+        .route("/pools/{pool}", get(pools::show_pool).delete(pools::delete_pool))
+        .route("/pools/{pool}/reset", post(pools::reset_pool))
+        .route("/pools/{pool}/cycle", post(pools::cycle_pool))
+        .route("/runs", get(runs::list_runs).post(runs::submit_run))
+        .route("/runs/{run}", get(runs::show_run))
+        .route("/runs/{run}/stop", post(runs::stop_run))
+        .route("/runs/{run}/logs", get(logs::read_logs))
+        .route("/workers", get(workers::list_workers))
+        .route("/workers/{worker}", get(workers::show_worker))
+        .route("/workers/{worker}/drain", post(workers::drain_worker))
+        .route("/workers/{worker}/undrain", post(workers::undrain_worker))
+        .route("/worker/register", post(protocol::register))
+        .route("/worker/poll", post(protocol::poll))
+        .route("/worker/heartbeat", post(protocol::heartbeat))
+        .route("/worker/deregister", post(protocol::deregister))
+        .route("/worker/runs/{run}/state", post(protocol::report_state))
+        .route("/worker/runs/{run}/logs/{seq}", put(protocol::put_log_chunk))
+        .route("/worker/runs/{run}/finish", post(protocol::finish_run))
+        .fallback(meta::not_found);
+    Router::new()
+        .nest(gantry_wire::API_PREFIX, api)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,44 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a control plane runs. Built by `gantry server` from its flags.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The URL launchers and the CLI reach this server at; written into pool
+    /// tokens. When unset, the URL a request came in on is used.
+    pub public_url: Option<String>,
+    /// A worker silent for this long loses its runs ("worker lost").
+    pub lease_timeout: Duration,
+    /// The longest a poll is held open when there is nothing to say.
+    pub max_poll_wait: Duration,
+    /// How long a worker session lives without renewal.
+    pub session_ttl: Duration,
+    /// `GANTRY_ADMIN_TOKEN`: becomes the admin token at first start.
+    pub admin_token: Option<String>,
+    /// The launcher binary served at `/api/v1/launcher/download`.
+    pub launcher_binary: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            public_url: None,
+            lease_timeout: Duration::from_secs(30),
+            max_poll_wait: Duration::from_secs(25),
+            session_ttl: Duration::from_secs(15 * 60),
+            admin_token: None,
+            launcher_binary: None,
+        }
+    }
+
+    /// Heartbeats come three times per lease timeout, so one lost heartbeat
+    /// never costs a run.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.lease_timeout / 3
+    }
+}

@@ -1,0 +1,85 @@
+//! The Gantry control plane (`gantry server`).
+//!
+//! It serves two audiences over one HTTP API under `/api/v1`:
+//! - users and scripts ([`api`]): pools, runs, logs, workers; bearer API tokens;
+//! - launchers ([`protocol`]): register, poll, heartbeat, report, log, finish;
+//!   bearer worker-session tokens, and a lease ID on every call about a run.
+//!
+//! All state lives in the [`Store`](gantry_store::Store); the only in-memory
+//! state is [`signals::Signals`], which wakes long-polls early and is never
+//! the source of truth.
+
+pub mod api;
+mod auth;
+mod config;
+mod convert;
+mod error;
+pub mod openapi;
+pub mod protocol;
+mod reaper;
+mod signals;
+mod state;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use gantry_store::sqlite::SqliteStore;
+use gantry_store::Store;
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+/// Opens the store, makes sure an admin token exists, and serves until
+/// SIGINT or SIGTERM.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("--data-dir {}: cannot create the directory", config.data_dir.display()))?;
+    raise_open_file_limit();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.data_dir)
+            .await
+            .with_context(|| format!("--data-dir {}: cannot open the database", config.data_dir.display()))?,
+    );
+    auth::ensure_admin_token(store.as_ref(), config.admin_token.as_deref()).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
+    let state = AppState::new(store, config);
+    tokio::spawn(reaper::run(state.clone()));
+    let app = api::router(state.clone());
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        version = gantry_wire::VERSION,
+        lease_timeout = %humantime::format_duration(state.config.lease_timeout),
+        "gantry server ready"
+    );
+    // Long-polls hold connections for up to the poll wait; graceful shutdown
+    // would wait for all of them, so cap it.
+    let shutdown = shutdown_signal();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    tokio::spawn(async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        std::process::exit(0);
+    });
+}
+
+/// Every idle launcher holds one connection; the soft limit (often 1024)
+/// would cap a control plane far below what it can hold.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

@@ -1,0 +1,138 @@
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use gantry_store::{HeldLeaseRef, NewSession, SessionRecord};
+use gantry_wire::worker::{HeartbeatRequest, HeartbeatResponse, Instructions, PollRequest, PollResponse, RunLease};
+
+use crate::auth::{hash_secret, new_secret, WorkerSession};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{now_ms, AppState};
+
+async fn instructions_for(state: &AppState, session: &SessionRecord) -> ApiResult<Instructions> {
+    Ok(Instructions {
+        stop: state.store.stop_requests(&session.worker_id).await?,
+        abandon: Vec::new(),
+        drain: session.drain,
+        exit: session.pool_cycled_at.is_some_and(|cycled| cycled >= session.registered_at),
+    })
+}
+
+/// Long-polls for work. Returns as soon as the worker has a lease or an
+/// urgent instruction (stop, exit), or when `wait_ms` runs out.
+#[utoipa::path(post, path = "/worker/poll", tag = "worker protocol", request_body = PollRequest,
+    responses((status = 200, body = PollResponse), (status = 401, body = gantry_wire::error::ErrorBody)))]
+pub async fn poll(
+    State(state): State<AppState>,
+    session: WorkerSession,
+    Json(request): Json<PollRequest>,
+) -> ApiResult<Json<PollResponse>> {
+    let wait = Duration::from_millis(request.wait_ms).min(state.config.max_poll_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    let pool_signal = state.signals.pool(&session.record.pool_id);
+    let worker_signal = state.signals.worker(&session.record.worker_id);
+    let mut record = session.record;
+    loop {
+        // Arm both wake-ups before looking, so nothing slips in between.
+        let worker_woken = worker_signal.notified();
+        tokio::pin!(worker_woken);
+        worker_woken.as_mut().enable();
+
+        let instructions = instructions_for(&state, &record).await?;
+        if !instructions.stop.is_empty() || instructions.exit {
+            return Ok(Json(PollResponse { leases: Vec::new(), instructions }));
+        }
+        let wants_work = request.free_slots > 0 && !instructions.drain;
+        let pool_woken = pool_signal.notified();
+        tokio::pin!(pool_woken);
+        if wants_work {
+            pool_woken.as_mut().enable();
+            let now = now_ms();
+            let lease_expires_at = now + state.config.lease_timeout.as_millis() as i64;
+            let claimed = state
+                .store
+                .claim_runs(&record.pool_id, &record.worker_id, request.free_slots, lease_expires_at, now)
+                .await?;
+            if !claimed.is_empty() {
+                // More runs may be waiting: pass the wake-up on to the next idle worker.
+                state.signals.run_ready(&record.pool_id);
+                let leases = claimed
+                    .into_iter()
+                    .map(|run| {
+                        tracing::info!(run_id = %run.id, worker_id = %record.worker_id, "run leased");
+                        state.signals.run_changed(&run.id);
+                        RunLease {
+                            run_id: run.id,
+                            lease_id: run.lease_id.unwrap_or_default(),
+                            run_type: run.run_type,
+                            command: run.command,
+                            env: run.env,
+                            image: run.image,
+                        }
+                    })
+                    .collect();
+                return Ok(Json(PollResponse { leases, instructions }));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Json(PollResponse { leases: Vec::new(), instructions }));
+        }
+        let instructed = tokio::select! {
+            _ = &mut worker_woken => true,
+            _ = &mut pool_woken, if wants_work => false,
+            _ = tokio::time::sleep_until(deadline) => false,
+        };
+        // Drain, undrain, reset and cycle all show in the session.
+        record = state
+            .store
+            .find_session(&session.token_hash, now_ms())
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the worker session ended (the pool was reset or deleted); register again"))?;
+        if instructed {
+            // Drain, undrain or stop: answer now, the launcher polls again at once.
+            let instructions = instructions_for(&state, &record).await?;
+            return Ok(Json(PollResponse { leases: Vec::new(), instructions }));
+        }
+    }
+}
+
+/// Renews the worker's session and the leases it holds. Leases it no longer
+/// holds come back under `abandon`.
+#[utoipa::path(post, path = "/worker/heartbeat", tag = "worker protocol", request_body = HeartbeatRequest,
+    responses((status = 200, body = HeartbeatResponse), (status = 401, body = gantry_wire::error::ErrorBody)))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    session: WorkerSession,
+    Json(request): Json<HeartbeatRequest>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    let now = now_ms();
+    let held: Vec<HeldLeaseRef> = request
+        .runs
+        .iter()
+        .map(|lease| HeldLeaseRef { run_id: lease.run_id.clone(), lease_id: lease.lease_id.clone() })
+        .collect();
+    let lease_expires_at = now + state.config.lease_timeout.as_millis() as i64;
+    if request.draining && !session.record.drain {
+        state.store.set_worker_drain(&session.record.worker_id, true).await?;
+        state.signals.instruct_worker(&session.record.worker_id);
+    }
+    let renewal = state.store.renew_leases(&session.record.worker_id, &held, lease_expires_at, now).await?;
+    for run_id in &renewal.abandon {
+        tracing::warn!(run_id, worker_id = %session.record.worker_id, "worker told to abandon a run it no longer holds");
+    }
+    let mut instructions = instructions_for(&state, &session.record).await?;
+    instructions.drain |= request.draining;
+    instructions.abandon = renewal.abandon;
+
+    // Rotate the session once it is past half its life.
+    let ttl = state.config.session_ttl.as_millis() as i64;
+    let session_token = if session.record.expires_at - now < ttl / 2 {
+        let token = new_secret("gantry_session_");
+        let new = NewSession { worker_id: session.record.worker_id.clone(), token_hash: hash_secret(&token), expires_at: now + ttl };
+        state.store.add_session(&new, now).await?;
+        Some(token)
+    } else {
+        None
+    };
+    Ok(Json(HeartbeatResponse { instructions, session_token }))
+}

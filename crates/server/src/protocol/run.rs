@@ -1,0 +1,106 @@
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use gantry_store::{ChunkWrite, RunEnd, RunRecord};
+use gantry_wire::error::ErrorCode;
+use gantry_wire::run::RunState;
+use gantry_wire::worker::{FinishRun, Outcome, ReportState};
+
+use crate::auth::WorkerSession;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{now_ms, AppState};
+
+/// A worker may only touch runs it holds: another worker's run, or another
+/// pool's, looks exactly like a lost lease.
+async fn held_run(state: &AppState, session: &WorkerSession, run_id: &str) -> ApiResult<RunRecord> {
+    let run = state.store.find_run(run_id).await?;
+    match run {
+        Some(run) if run.worker_id.as_deref() == Some(session.record.worker_id.as_str()) => Ok(run),
+        _ => Err(ApiError::new(ErrorCode::LeaseLost, "this worker holds no lease on that run; abandon it")),
+    }
+}
+
+#[utoipa::path(post, path = "/worker/runs/{run}/state", tag = "worker protocol", request_body = ReportState,
+    params(("run" = String, Path)),
+    responses((status = 204), (status = 409, description = "Lease lost", body = gantry_wire::error::ErrorBody)))]
+pub async fn report_state(
+    State(state): State<AppState>,
+    session: WorkerSession,
+    Path(run_id): Path<String>,
+    Json(request): Json<ReportState>,
+) -> ApiResult<StatusCode> {
+    held_run(&state, &session, &run_id).await?;
+    if !request.state.is_worker_phase() {
+        return Err(ApiError::invalid(
+            "state",
+            format!("{} is not a phase a worker reports; use finish to end a run", request.state),
+        ));
+    }
+    state.store.report_state(&run_id, &request.lease_id, request.state, now_ms()).await?;
+    state.signals.run_changed(&run_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stores log chunk `seq`. Idempotent: re-sending a chunk that landed is a
+/// success, so a launcher simply retries until it gets a 2xx.
+#[utoipa::path(put, path = "/worker/runs/{run}/logs/{seq}", tag = "worker protocol",
+    params(("run" = String, Path), ("seq" = u64, Path), ("gantry-lease" = String, Header, description = "The run's lease ID")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, description = "Stored"), (status = 200, description = "Already stored"),
+              (status = 409, body = gantry_wire::error::ErrorBody)))]
+pub async fn put_log_chunk(
+    State(state): State<AppState>,
+    session: WorkerSession,
+    Path((run_id, seq)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let lease_id = headers
+        .get(gantry_wire::LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header"))?;
+    held_run(&state, &session, &run_id).await?;
+    match state.store.put_log_chunk(&run_id, lease_id, seq, &body).await? {
+        ChunkWrite::Inserted => {
+            state.signals.run_changed(&run_id);
+            Ok(StatusCode::CREATED)
+        }
+        ChunkWrite::Duplicate => Ok(StatusCode::OK),
+    }
+}
+
+/// Ends the run. Refused with `logs_incomplete` while any chunk below
+/// `log_chunks` is missing: the launcher uploads those and tries again.
+#[utoipa::path(post, path = "/worker/runs/{run}/finish", tag = "worker protocol", request_body = FinishRun,
+    params(("run" = String, Path)),
+    responses((status = 204), (status = 409, body = gantry_wire::error::ErrorBody)))]
+pub async fn finish_run(
+    State(state): State<AppState>,
+    session: WorkerSession,
+    Path(run_id): Path<String>,
+    Json(request): Json<FinishRun>,
+) -> ApiResult<StatusCode> {
+    held_run(&state, &session, &run_id).await?;
+    let missing = state.store.missing_log_chunks(&run_id, request.log_chunks).await?;
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::LogsIncomplete,
+            format!("{} log chunk(s) missing; upload them, then finish again", missing.len()),
+        )
+        .with_details(serde_json::json!({ "missing": missing })));
+    }
+    let end = RunEnd {
+        state: match request.outcome {
+            Outcome::Succeeded => RunState::Finished,
+            Outcome::Failed => RunState::Failed,
+            Outcome::Stopped => RunState::Stopped,
+        },
+        exit_code: request.exit_code,
+        reason: request.reason,
+    };
+    let run = state.store.finish_run(&run_id, &request.lease_id, &end, now_ms()).await?;
+    tracing::info!(run_id = %run.id, state = %run.state, exit_code = ?run.exit_code, "run ended");
+    state.signals.run_ended(&run_id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,128 @@
+//! Gantry's storage.
+//!
+//! The control plane talks to its database only through the [`Store`] trait.
+//! The trait speaks the domain (claim a run, renew leases, put a log chunk),
+//! never SQL, so that each implementation can make those operations atomic
+//! its own way: SQLite with a single writer connection, PostgreSQL with row
+//! locks (`FOR UPDATE SKIP LOCKED`) so several replicas share one database.
+//!
+//! Invariants every implementation keeps:
+//! - a READY run is claimed by at most one worker, and gets a fresh lease ID;
+//! - every write about a leased run checks the lease ID (fencing) and fails
+//!   with [`StoreError::LeaseLost`] when it no longer matches;
+//! - a terminal state never changes; every state change is recorded in the
+//!   run's transitions with its time;
+//! - log chunk `(run, seq)` is written once; an identical rewrite succeeds,
+//!   a different one is a conflict.
+
+mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use gantry_wire::run::RunState;
+
+pub use records::*;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the run's lease is no longer held by this worker")]
+    LeaseLost,
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+/// Everything the control plane stores.
+pub trait Store: TokenStore + PoolStore + WorkerStore + RunStore + LogStore {}
+impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore> Store for T {}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    async fn count_api_tokens(&self) -> Result<i64>;
+    async fn insert_api_token(&self, name: &str, token_hash: &str, now: i64) -> Result<ApiTokenRecord>;
+    async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>>;
+}
+
+#[async_trait]
+pub trait PoolStore: Send + Sync + 'static {
+    /// Fails with `Conflict` when the name is taken.
+    async fn create_pool(&self, pool: &NewPool, now: i64) -> Result<PoolRecord>;
+    async fn list_pools(&self) -> Result<Vec<PoolRecord>>;
+    async fn find_pool(&self, id_or_name: &str) -> Result<Option<PoolRecord>>;
+    /// New key and credential; bumps the generation and ends every session
+    /// of the pool's workers, so the old token and its sessions die at once.
+    async fn reset_pool(&self, pool_id: &str, key: &PoolKey, now: i64) -> Result<PoolRecord>;
+    /// Workers registered before `now` are told to finish and exit.
+    async fn cycle_pool(&self, pool_id: &str, now: i64) -> Result<PoolRecord>;
+    /// Refuses (`Conflict`) while runs are pending unless `force`, in which
+    /// case they end CANCELED or FAILED. Returns the IDs of the runs ended.
+    async fn delete_pool(&self, pool_id: &str, force: bool, now: i64) -> Result<Vec<String>>;
+}
+
+#[async_trait]
+pub trait WorkerStore: Send + Sync + 'static {
+    /// Records a registration nonce; false if it was already used.
+    async fn use_nonce(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool>;
+    async fn register_worker(&self, worker: &NewWorker, session: &NewSession, now: i64) -> Result<WorkerRecord>;
+    async fn add_session(&self, session: &NewSession, now: i64) -> Result<()>;
+    /// The live session for a token hash: unexpired, of a worker still
+    /// registered, made under the pool's current generation.
+    async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<SessionRecord>>;
+    async fn touch_worker(&self, worker_id: &str, now: i64) -> Result<()>;
+    async fn set_worker_drain(&self, worker_id: &str, drain: bool) -> Result<WorkerRecord>;
+    async fn deregister_worker(&self, worker_id: &str, now: i64) -> Result<()>;
+    async fn find_worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>>;
+    async fn list_workers(&self, pool_id: Option<&str>, include_gone: bool) -> Result<Vec<WorkerRecord>>;
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// Inserts a run, QUEUED then READY.
+    async fn insert_run(&self, run: &NewRun, now: i64) -> Result<RunRecord>;
+    /// Leases up to `max` READY runs of the pool to the worker, oldest first.
+    async fn claim_runs(&self, pool_id: &str, worker_id: &str, max: u32, lease_expires_at: i64, now: i64) -> Result<Vec<RunRecord>>;
+    /// Extends the leases the worker still holds; reports the others.
+    async fn renew_leases(&self, worker_id: &str, held: &[HeldLeaseRef], lease_expires_at: i64, now: i64) -> Result<LeaseRenewal>;
+    /// Leased runs of the worker on which a user asked for a stop.
+    async fn stop_requests(&self, worker_id: &str) -> Result<Vec<String>>;
+    /// The worker moved the run to a new phase (fenced by the lease).
+    async fn report_state(&self, run_id: &str, lease_id: &str, state: RunState, now: i64) -> Result<RunRecord>;
+    /// Ends a leased run (fenced by the lease).
+    async fn finish_run(&self, run_id: &str, lease_id: &str, end: &RunEnd, now: i64) -> Result<RunRecord>;
+    /// A queued run is CANCELED at once; a leased one is flagged for its worker.
+    async fn request_stop(&self, run_id: &str, now: i64) -> Result<RunRecord>;
+    /// Fails every leased run whose lease expired before `now`.
+    async fn expire_leases(&self, now: i64) -> Result<Vec<RunRecord>>;
+    /// Fails a run its launcher reported as orphaned by a restart, if that
+    /// launcher's pool still holds it under `lease_id`.
+    async fn fail_orphaned_run(&self, pool_id: &str, run_id: &str, lease_id: &str, reason: &str, now: i64) -> Result<Option<RunRecord>>;
+    async fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+    async fn run_transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>>;
+}
+
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    async fn put_log_chunk(&self, run_id: &str, lease_id: &str, seq: u64, data: &[u8]) -> Result<ChunkWrite>;
+    /// Chunks from `from_seq` on, in order and without gaps, up to about `max_bytes`.
+    async fn read_log_chunks(&self, run_id: &str, from_seq: u64, max_bytes: usize) -> Result<Vec<LogChunk>>;
+    /// The sequence numbers below `count` not yet stored.
+    async fn missing_log_chunks(&self, run_id: &str, count: u64) -> Result<Vec<u64>>;
+}

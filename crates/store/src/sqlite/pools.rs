@@ -1,0 +1,141 @@
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{new_id, SqliteStore};
+use crate::{NewPool, PoolKey, PoolRecord, PoolStore, Result, StoreError};
+
+const SELECT_POOL: &str = "
+    SELECT p.*,
+        (SELECT COUNT(*) FROM workers w WHERE w.pool_id = p.id AND w.gone_at IS NULL) AS worker_count,
+        (SELECT COUNT(*) FROM runs r WHERE r.pool_id = p.id AND r.state IN ('QUEUED', 'READY')) AS queued_count
+    FROM pools p";
+
+fn pool_from_row(row: &SqliteRow) -> PoolRecord {
+    PoolRecord {
+        id: row.get("id"),
+        name: row.get("name"),
+        description: row.get("description"),
+        key: PoolKey {
+            public_key_pem: row.get("public_key_pem"),
+            key_fingerprint: row.get("key_fingerprint"),
+            credential_hash: row.get("credential_hash"),
+        },
+        generation: row.get("generation"),
+        cycled_at: row.get("cycled_at"),
+        created_at: row.get("created_at"),
+        workers: row.get("worker_count"),
+        queued_runs: row.get("queued_count"),
+    }
+}
+
+impl SqliteStore {
+    async fn pool_by_id(&self, pool_id: &str) -> Result<PoolRecord> {
+        // Read through the writer so a caller sees its own write at once.
+        let row = sqlx::query(&format!("{SELECT_POOL} WHERE p.id = ?"))
+            .bind(pool_id)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.map(|r| pool_from_row(&r)).ok_or_else(|| StoreError::NotFound(format!("pool {pool_id}")))
+    }
+}
+
+#[async_trait]
+impl PoolStore for SqliteStore {
+    async fn create_pool(&self, pool: &NewPool, now: i64) -> Result<PoolRecord> {
+        let id = new_id();
+        let inserted = sqlx::query(
+            "INSERT INTO pools (id, name, description, public_key_pem, key_fingerprint, credential_hash, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&pool.name)
+        .bind(&pool.description)
+        .bind(&pool.key.public_key_pem)
+        .bind(&pool.key.key_fingerprint)
+        .bind(&pool.key.credential_hash)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("a pool named {:?} already exists", pool.name)));
+        }
+        self.pool_by_id(&id).await
+    }
+
+    async fn list_pools(&self) -> Result<Vec<PoolRecord>> {
+        let rows = sqlx::query(&format!("{SELECT_POOL} ORDER BY p.name")).fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(pool_from_row).collect())
+    }
+
+    async fn find_pool(&self, id_or_name: &str) -> Result<Option<PoolRecord>> {
+        let row = sqlx::query(&format!("{SELECT_POOL} WHERE p.id = ?1 OR p.name = ?1"))
+            .bind(id_or_name)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| pool_from_row(&r)))
+    }
+
+    async fn reset_pool(&self, pool_id: &str, key: &PoolKey, _now: i64) -> Result<PoolRecord> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE pools SET public_key_pem = ?, key_fingerprint = ?, credential_hash = ?, generation = generation + 1
+             WHERE id = ?",
+        )
+        .bind(&key.public_key_pem)
+        .bind(&key.key_fingerprint)
+        .bind(&key.credential_hash)
+        .bind(pool_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("pool {pool_id}")));
+        }
+        sqlx::query("DELETE FROM worker_sessions WHERE worker_id IN (SELECT id FROM workers WHERE pool_id = ?)")
+            .bind(pool_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.pool_by_id(pool_id).await
+    }
+
+    async fn cycle_pool(&self, pool_id: &str, now: i64) -> Result<PoolRecord> {
+        let updated = sqlx::query("UPDATE pools SET cycled_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(pool_id)
+            .execute(&self.writer)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("pool {pool_id}")));
+        }
+        self.pool_by_id(pool_id).await
+    }
+
+    async fn delete_pool(&self, pool_id: &str, force: bool, now: i64) -> Result<Vec<String>> {
+        let mut tx = self.writer.begin().await?;
+        let pending: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, state FROM runs WHERE pool_id = ? AND state NOT IN ('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')",
+        )
+        .bind(pool_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !pending.is_empty() && !force {
+            return Err(StoreError::Conflict(format!(
+                "the pool has {} run(s) not yet ended; stop them first, or delete with --force to cancel them",
+                pending.len()
+            )));
+        }
+        let mut ended = Vec::new();
+        for (run_id, state) in pending {
+            let end = if state == "QUEUED" || state == "READY" { "CANCELED" } else { "FAILED" };
+            super::runs::end_run_in_tx(&mut tx, &run_id, end, None, Some("the pool was deleted"), now).await?;
+            ended.push(run_id);
+        }
+        let deleted = sqlx::query("DELETE FROM pools WHERE id = ?").bind(pool_id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("pool {pool_id}")));
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+}

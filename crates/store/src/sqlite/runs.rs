@@ -1,0 +1,378 @@
+use async_trait::async_trait;
+use gantry_wire::run::{RunState, RunType};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+
+use super::{from_json, new_id, to_json, SqliteStore};
+use crate::{
+    HeldLeaseRef, LeaseRenewal, NewRun, Result, RunEnd, RunFilter, RunRecord, RunStore, StoreError,
+    TransitionRecord,
+};
+
+/// The states in which a worker holds the run's lease.
+pub(super) const LEASED: &str = "('PREPARING','INITIALIZING','PLANNING','CONFIRMED','APPLYING')";
+const TERMINAL: &str = "('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')";
+
+fn run_from_row(row: &SqliteRow) -> RunRecord {
+    let state: String = row.get("state");
+    let run_type: String = row.get("run_type");
+    let command: String = row.get("command");
+    let env: String = row.get("env");
+    RunRecord {
+        id: row.get("id"),
+        pool_id: row.get("pool_id"),
+        pool_name: row.get("pool_name"),
+        run_type: RunType::parse(&run_type).unwrap_or(RunType::Task),
+        state: RunState::parse(&state).unwrap_or(RunState::Failed),
+        command: from_json(&command),
+        env: from_json(&env),
+        image: row.get("image"),
+        worker_id: row.get("worker_id"),
+        lease_id: row.get("lease_id"),
+        lease_expires_at: row.get("lease_expires_at"),
+        stop_requested: row.get::<i64, _>("stop_requested") != 0,
+        exit_code: row.get("exit_code"),
+        reason: row.get("reason"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+async fn run_by_id(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecord> {
+    let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        .bind(run_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| run_from_row(&r)).ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
+}
+
+async fn record_transition(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    state: RunState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO run_transitions (run_id, seq, state, at, reason)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM run_transitions WHERE run_id = ?1), ?2, ?3, ?4)",
+    )
+    .bind(run_id)
+    .bind(state.as_str())
+    .bind(now)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a run that has not ended to a terminal state. Returns false when it
+/// had already ended (a terminal state never changes).
+pub(super) async fn end_run_in_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    run_id: &str,
+    state: &str,
+    exit_code: Option<i32>,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let updated = sqlx::query(&format!(
+        "UPDATE runs SET state = ?, exit_code = ?, reason = ?, lease_expires_at = NULL, updated_at = ?
+         WHERE id = ? AND state NOT IN {TERMINAL}"
+    ))
+    .bind(state)
+    .bind(exit_code)
+    .bind(reason)
+    .bind(now)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let state = RunState::parse(state).expect("callers pass valid states");
+    record_transition(tx, run_id, state, reason, now).await?;
+    Ok(true)
+}
+
+/// `LeaseLost` if the run exists, `NotFound` if it does not.
+async fn fenced_error(conn: &mut SqliteConnection, run_id: &str) -> StoreError {
+    match run_by_id(conn, run_id).await {
+        Ok(_) => StoreError::LeaseLost,
+        Err(error) => error,
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn insert_run(&self, run: &NewRun, now: i64) -> Result<RunRecord> {
+        let id = new_id();
+        let mut tx = self.writer.begin().await?;
+        let pool_name: Option<String> = sqlx::query_scalar("SELECT name FROM pools WHERE id = ?")
+            .bind(&run.pool_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let pool_name = pool_name.ok_or_else(|| StoreError::NotFound(format!("pool {}", run.pool_id)))?;
+        sqlx::query(
+            "INSERT INTO runs (id, pool_id, pool_name, run_type, state, command, env, image, created_at, updated_at)
+             VALUES (?, ?, ?, ?, 'READY', ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&run.pool_id)
+        .bind(&pool_name)
+        .bind(run.run_type.as_str())
+        .bind(to_json(&run.command))
+        .bind(to_json(&run.env))
+        .bind(&run.image)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Task runs wait on nothing but a worker: QUEUED and READY at once.
+        record_transition(&mut tx, &id, RunState::Queued, None, now).await?;
+        record_transition(&mut tx, &id, RunState::Ready, None, now).await?;
+        let record = run_by_id(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn claim_runs(
+        &self,
+        pool_id: &str,
+        worker_id: &str,
+        max: u32,
+        lease_expires_at: i64,
+        now: i64,
+    ) -> Result<Vec<RunRecord>> {
+        let mut claimed = Vec::new();
+        if max == 0 {
+            return Ok(claimed);
+        }
+        let mut tx = self.writer.begin().await?;
+        for _ in 0..max {
+            let lease_id = new_id();
+            let run_id: Option<String> = sqlx::query_scalar(
+                "UPDATE runs SET state = 'PREPARING', worker_id = ?, lease_id = ?, lease_expires_at = ?, updated_at = ?
+                 WHERE seq = (SELECT seq FROM runs WHERE pool_id = ? AND state = 'READY' ORDER BY seq LIMIT 1)
+                 RETURNING id",
+            )
+            .bind(worker_id)
+            .bind(&lease_id)
+            .bind(lease_expires_at)
+            .bind(now)
+            .bind(pool_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(run_id) = run_id else { break };
+            record_transition(&mut tx, &run_id, RunState::Preparing, None, now).await?;
+            claimed.push(run_by_id(&mut tx, &run_id).await?);
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn renew_leases(
+        &self,
+        worker_id: &str,
+        held: &[HeldLeaseRef],
+        lease_expires_at: i64,
+        now: i64,
+    ) -> Result<LeaseRenewal> {
+        let mut renewal = LeaseRenewal::default();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE workers SET last_seen = ? WHERE id = ?")
+            .bind(now)
+            .bind(worker_id)
+            .execute(&mut *tx)
+            .await?;
+        for lease in held {
+            let updated = sqlx::query(&format!(
+                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_id = ? AND worker_id = ? AND state IN {LEASED}"
+            ))
+            .bind(lease_expires_at)
+            .bind(&lease.run_id)
+            .bind(&lease.lease_id)
+            .bind(worker_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                renewal.abandon.push(lease.run_id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(renewal)
+    }
+
+    async fn stop_requests(&self, worker_id: &str) -> Result<Vec<String>> {
+        let ids = sqlx::query_scalar(&format!(
+            "SELECT id FROM runs WHERE worker_id = ? AND stop_requested = 1 AND state IN {LEASED} ORDER BY seq"
+        ))
+        .bind(worker_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn report_state(&self, run_id: &str, lease_id: &str, state: RunState, now: i64) -> Result<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let previous: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+        ))
+        .bind(run_id)
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(previous) = previous else {
+            return Err(fenced_error(&mut tx, run_id).await);
+        };
+        if previous != state.as_str() {
+            sqlx::query("UPDATE runs SET state = ?, updated_at = ? WHERE id = ?")
+                .bind(state.as_str())
+                .bind(now)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+            record_transition(&mut tx, run_id, state, None, now).await?;
+        }
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn finish_run(&self, run_id: &str, lease_id: &str, end: &RunEnd, now: i64) -> Result<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let held: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+        ))
+        .bind(run_id)
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            // A retried finish whose first attempt landed is not an error.
+            let current = run_by_id(&mut tx, run_id).await?;
+            if current.lease_id.as_deref() == Some(lease_id) && current.state == end.state {
+                return Ok(current);
+            }
+            return Err(StoreError::LeaseLost);
+        }
+        end_run_in_tx(&mut tx, run_id, end.state.as_str(), end.exit_code, end.reason.as_deref(), now).await?;
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn request_stop(&self, run_id: &str, now: i64) -> Result<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let run = run_by_id(&mut tx, run_id).await?;
+        match run.state {
+            RunState::Queued | RunState::Ready => {
+                end_run_in_tx(&mut tx, run_id, "CANCELED", None, Some("canceled before a worker took it"), now).await?;
+            }
+            state if state.is_leased() => {
+                sqlx::query("UPDATE runs SET stop_requested = 1, updated_at = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            state if state.is_terminal() => {
+                return Err(StoreError::Conflict(format!("run {run_id} already ended ({state})")));
+            }
+            state => {
+                return Err(StoreError::Conflict(format!(
+                    "run {run_id} is {state}: no worker runs it; use `gantry run discard` instead"
+                )));
+            }
+        }
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn expire_leases(&self, now: i64) -> Result<Vec<RunRecord>> {
+        let mut tx = self.writer.begin().await?;
+        let expired: Vec<(String, Option<String>, i64)> = sqlx::query_as(&format!(
+            "SELECT id, worker_id, lease_expires_at FROM runs WHERE state IN {LEASED} AND lease_expires_at < ?"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ended = Vec::new();
+        for (run_id, worker_id, _) in expired {
+            let reason = format!(
+                "worker lost: worker {} sent no heartbeat before the run's lease expired",
+                worker_id.unwrap_or_default()
+            );
+            if end_run_in_tx(&mut tx, &run_id, "FAILED", None, Some(&reason), now).await? {
+                ended.push(run_by_id(&mut tx, &run_id).await?);
+            }
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn fail_orphaned_run(
+        &self,
+        pool_id: &str,
+        run_id: &str,
+        lease_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<RunRecord>> {
+        let mut tx = self.writer.begin().await?;
+        let held: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM runs WHERE id = ? AND pool_id = ? AND lease_id = ? AND state IN {LEASED}"
+        ))
+        .bind(run_id)
+        .bind(pool_id)
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(None);
+        }
+        end_run_in_tx(&mut tx, run_id, "FAILED", None, Some(reason), now).await?;
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| run_from_row(&r)))
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) };
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE (?1 IS NULL OR pool_id = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY seq DESC LIMIT ?3",
+        )
+        .bind(filter.pool_id.as_deref())
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(run_from_row).collect())
+    }
+
+    async fn run_transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
+        let rows: Vec<(String, i64, Option<String>)> =
+            sqlx::query_as("SELECT state, at, reason FROM run_transitions WHERE run_id = ? ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(state, at, reason)| TransitionRecord {
+                state: RunState::parse(&state).unwrap_or(RunState::Failed),
+                at,
+                reason,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,42 @@
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{new_id, SqliteStore};
+use crate::{ApiTokenRecord, Result, TokenStore};
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn count_api_tokens(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_api_token(&self, name: &str, token_hash: &str, now: i64) -> Result<ApiTokenRecord> {
+        let id = new_id();
+        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&id)
+            .bind(name)
+            .bind(token_hash)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(ApiTokenRecord { id, name: name.to_string(), created_at: now, revoked_at: None })
+    }
+
+    async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>> {
+        let row = sqlx::query(
+            "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|row| ApiTokenRecord {
+            id: row.get("id"),
+            name: row.get("name"),
+            created_at: row.get("created_at"),
+            revoked_at: row.get("revoked_at"),
+        }))
+    }
+}

@@ -1,0 +1,178 @@
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+
+use super::{from_json, new_id, to_json, SqliteStore};
+use crate::{NewSession, NewWorker, Result, SessionRecord, StoreError, WorkerRecord, WorkerStore};
+
+const SELECT_WORKER: &str = "
+    SELECT w.*, p.name AS pool_name,
+        (SELECT json_group_array(r.id) FROM runs r
+          WHERE r.worker_id = w.id AND r.state IN ('PREPARING','INITIALIZING','PLANNING','CONFIRMED','APPLYING')) AS running
+    FROM workers w JOIN pools p ON p.id = w.pool_id";
+
+fn worker_from_row(row: &SqliteRow) -> WorkerRecord {
+    let tags: String = row.get("tags");
+    let running: String = row.get("running");
+    WorkerRecord {
+        id: row.get("id"),
+        pool_id: row.get("pool_id"),
+        pool_name: row.get("pool_name"),
+        version: row.get("version"),
+        hostname: row.get("hostname"),
+        tags: from_json(&tags),
+        max_concurrent_runs: row.get::<i64, _>("max_concurrent_runs") as u32,
+        drain: row.get::<i64, _>("drain") != 0,
+        registered_at: row.get("registered_at"),
+        last_seen: row.get("last_seen"),
+        gone_at: row.get("gone_at"),
+        running: from_json(&running),
+    }
+}
+
+async fn worker_by_id(pool: &SqlitePool, worker_id: &str) -> Result<Option<WorkerRecord>> {
+    let row = sqlx::query(&format!("{SELECT_WORKER} WHERE w.id = ?"))
+        .bind(worker_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| worker_from_row(&r)))
+}
+
+#[async_trait]
+impl WorkerStore for SqliteStore {
+    async fn use_nonce(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool> {
+        sqlx::query("DELETE FROM registration_nonces WHERE expires_at < ?")
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        let inserted = sqlx::query("INSERT INTO registration_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(nonce)
+            .bind(expires_at)
+            .execute(&self.writer)
+            .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn register_worker(&self, worker: &NewWorker, session: &NewSession, now: i64) -> Result<WorkerRecord> {
+        let id = if session.worker_id.is_empty() { new_id() } else { session.worker_id.clone() };
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO workers (id, pool_id, pool_generation, version, hostname, tags, max_concurrent_runs, registered_at, last_seen)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&worker.pool_id)
+        .bind(worker.pool_generation)
+        .bind(&worker.version)
+        .bind(&worker.hostname)
+        .bind(to_json(&worker.tags))
+        .bind(worker.max_concurrent_runs as i64)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)")
+            .bind(&session.token_hash)
+            .bind(&id)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        worker_by_id(&self.writer, &id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("worker {id}")))
+    }
+
+    async fn add_session(&self, session: &NewSession, now: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM worker_sessions WHERE worker_id = ? AND expires_at < ?")
+            .bind(&session.worker_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)")
+            .bind(&session.token_hash)
+            .bind(&session.worker_id)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT s.worker_id, s.expires_at, w.pool_id, w.drain, w.registered_at, p.cycled_at
+             FROM worker_sessions s
+             JOIN workers w ON w.id = s.worker_id
+             JOIN pools p ON p.id = w.pool_id
+             WHERE s.token_hash = ? AND s.expires_at > ? AND w.gone_at IS NULL AND w.pool_generation = p.generation",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|row| SessionRecord {
+            worker_id: row.get("worker_id"),
+            pool_id: row.get("pool_id"),
+            drain: row.get::<i64, _>("drain") != 0,
+            registered_at: row.get("registered_at"),
+            pool_cycled_at: row.get("cycled_at"),
+            expires_at: row.get("expires_at"),
+        }))
+    }
+
+    async fn touch_worker(&self, worker_id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE workers SET last_seen = ? WHERE id = ?")
+            .bind(now)
+            .bind(worker_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_worker_drain(&self, worker_id: &str, drain: bool) -> Result<WorkerRecord> {
+        let updated = sqlx::query("UPDATE workers SET drain = ? WHERE id = ? AND gone_at IS NULL")
+            .bind(drain as i64)
+            .bind(worker_id)
+            .execute(&self.writer)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("worker {worker_id}")));
+        }
+        worker_by_id(&self.writer, worker_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("worker {worker_id}")))
+    }
+
+    async fn deregister_worker(&self, worker_id: &str, now: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE workers SET gone_at = ?, last_seen = ? WHERE id = ?")
+            .bind(now)
+            .bind(now)
+            .bind(worker_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM worker_sessions WHERE worker_id = ?")
+            .bind(worker_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>> {
+        worker_by_id(&self.reader, worker_id).await
+    }
+
+    async fn list_workers(&self, pool_id: Option<&str>, include_gone: bool) -> Result<Vec<WorkerRecord>> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_WORKER} WHERE (?1 IS NULL OR w.pool_id = ?1) AND (?2 OR w.gone_at IS NULL) ORDER BY w.registered_at"
+        ))
+        .bind(pool_id)
+        .bind(include_gone)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(worker_from_row).collect())
+    }
+}
