@@ -1,0 +1,33 @@
+# Developer chores. `make help` lists them.
+.PHONY: help demo test test-all deps lint bench release images
+
+help:
+	@echo "make demo      build, start a control plane on SQLite, a pool, a launcher, and run a demo run"
+	@echo "make test      the fast tests (cargo test)"
+	@echo "make test-all  every test: installs what they need first (apt, venv, Terraform, images)"
+	@echo "make deps      install the test dependencies only"
+	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make bench     benchmarks: dispatch latency, burst, throughput, idle launchers"
+	@echo "make release   build dist/gantry-<version>-linux-x86_64.tar.gz"
+
+demo:
+	./scripts/demo.sh
+
+test:
+	cargo test --workspace
+
+test-all:
+	./scripts/test-all.sh
+
+deps:
+	./scripts/install-test-deps.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench:
+	./scripts/bench.sh
+
+release:
+	./scripts/release.sh

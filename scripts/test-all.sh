@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: what `make test-all` and CI run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CI="${CI:-true}"
+
+./scripts/install-test-deps.sh
+
+echo "==> cargo build"
+cargo build --workspace --all-targets
+
+echo "==> cargo test (fast and slow tests)"
+cargo test --workspace -- --include-ignored
+
+if [ -d tests/deploy ]; then
+    echo "==> pytest tests/deploy"
+    .venv/bin/pytest -q tests/deploy
+fi
