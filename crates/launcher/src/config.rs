@@ -175,17 +175,41 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {message}")]
 pub struct ConfigError {
-    pub variable: &'static str,
+    pub variable: String,
     pub message: String,
 }
 
-fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { variable, message: message.into() }
+fn error(variable: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { variable: variable.to_string(), message: message.into() }
+}
+
+/// clap names the flag; operators set the variable. Name both.
+fn from_clap(error: clap::Error) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::CommandFactory;
+    let rendered = error.to_string();
+    let message = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+    let flag = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split_whitespace().next().unwrap_or_default().to_string(),
+        _ => return ConfigError { variable: "arguments".into(), message },
+    };
+    let long = flag.trim_start_matches("--");
+    let variable = Args::command()
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| format!("{} ({flag})", env.to_string_lossy()))
+        .unwrap_or(flag);
+    ConfigError { variable, message }
 }
 
 /// Parses flags and environment. `--help` and `--version` exit here.
 pub fn load() -> Result<Config, ConfigError> {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => return Err(from_clap(e)),
+    };
     let token_text = match (&args.token, &args.token_file) {
         (Some(token), _) => token.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)

@@ -1,0 +1,318 @@
+//! Test harness: real `gantry` and `gantry-launcher` processes on loopback.
+//!
+//! Every process is killed when its handle drops, so a failing test leaves
+//! nothing running.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub fn gantry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gantry")
+}
+
+pub fn launcher_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gantry-launcher")
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process whose stderr is collected, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(mut command: Command) -> Proc {
+        command.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = command.spawn().expect("spawn");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Proc { child, stderr }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal);
+    }
+
+    /// Waits for exit; returns the exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let child = &mut self.child;
+        let status = wait_for("process exit", timeout, || child.try_wait().unwrap());
+        status.code().unwrap_or(-1)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub lease_timeout: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with("3s")
+    }
+
+    pub fn start_with(lease_timeout: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Server::spawn(&data_dir, free_port(), lease_timeout);
+        server._dir = Some(dir);
+        server
+    }
+
+    fn spawn(data_dir: &Path, port: u16, lease_timeout: &str) -> Server {
+        let mut command = Command::new(gantry_bin());
+        command
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--lease-timeout", lease_timeout])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("GANTRY_LOG_FORMAT", "json");
+        let proc = Proc::spawn(command);
+        let url = format!("http://127.0.0.1:{port}");
+        let server = Server { proc, url, port, data_dir: data_dir.to_path_buf(), lease_timeout: lease_timeout.into(), _dir: None };
+        wait_for("the server to answer", Duration::from_secs(20), || {
+            reqwest::blocking::get(format!("{}/api/v1/health", server.url)).ok().filter(|r| r.status().is_success())
+        });
+        server
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same data and port.
+    pub fn restart(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let fresh = Server::spawn(&self.data_dir, self.port, &self.lease_timeout);
+        let Server { proc, .. } = fresh;
+        self.proc = proc;
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(gantry_bin())
+            .args(args)
+            .env("GANTRY_URL", &self.url)
+            .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run gantry")
+    }
+
+    /// Runs a CLI command with `--output json`, asserting success.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--output", "json"]);
+        let output = self.cli(&all);
+        assert!(
+            output.status.success(),
+            "gantry {args:?} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("json output")
+    }
+
+    pub fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    }
+
+    pub fn api_get(&self, path: &str) -> Value {
+        let response = self.http().get(format!("{}/api/v1{path}", self.url)).bearer_auth(ADMIN_TOKEN).send().unwrap();
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.json().unwrap()
+    }
+
+    pub fn run(&self, id: &str) -> Value {
+        self.api_get(&format!("/runs/{id}"))
+    }
+
+    pub fn submit(&self, pool: &str, command: &[&str]) -> String {
+        let mut args = vec!["run", "submit", "--pool", pool, "--output", "json", "--"];
+        args.extend(command);
+        let output = self.cli(&args);
+        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
+        let run: Value = serde_json::from_slice(&output.stdout).unwrap();
+        run["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the run is in a terminal state; returns it.
+    pub fn wait_run_end(&self, id: &str, timeout: Duration) -> Value {
+        wait_for(&format!("run {id} to end"), timeout, || {
+            let run = self.run(id);
+            let state = run["state"].as_str().unwrap().to_string();
+            ["FINISHED", "FAILED", "STOPPED", "CANCELED", "DISCARDED"].contains(&state.as_str()).then_some(run)
+        })
+    }
+
+    pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        wait_for(&format!("run {id} to be {state}"), timeout, || {
+            let run = self.run(id);
+            (run["state"] == state).then_some(run)
+        })
+    }
+
+    /// The whole log of a run, read the way `gantry run logs` does.
+    pub fn logs(&self, id: &str) -> Vec<u8> {
+        let output = self.cli(&["run", "logs", id]);
+        assert!(output.status.success(), "logs failed: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    }
+
+    pub fn create_pool(&self, name: &str) -> Pool {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = gantry_pki::generate(2048, name).unwrap();
+        let csr = dir.path().join("pool.csr");
+        std::fs::write(&csr, &generated.csr_pem).unwrap();
+        let created = self.cli_json(&["pool", "create", name, "--csr", csr.to_str().unwrap()]);
+        Pool {
+            name: name.to_string(),
+            id: created["id"].as_str().unwrap().to_string(),
+            token: created["token"].as_str().unwrap().to_string(),
+            private_key_pem: generated.private_key_pem,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Pool {
+    pub name: String,
+    pub id: String,
+    pub token: String,
+    pub private_key_pem: String,
+}
+
+impl Pool {
+    pub fn private_key_b64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.private_key_pem)
+    }
+}
+
+pub struct Launcher {
+    pub proc: Proc,
+    pub work_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Launcher {
+    pub fn command(pool: &Pool, work_dir: &Path) -> Command {
+        let mut command = Command::new(launcher_bin());
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GANTRY_TOKEN", &pool.token)
+            .env("GANTRY_POOL_PRIVATE_KEY", pool.private_key_b64())
+            .env("GANTRY_WORK_DIR", work_dir)
+            .env("GANTRY_EXECUTOR", "process")
+            .env("GANTRY_LOG_FORMAT", "json")
+            .env("GANTRY_STOP_GRACE", "2s")
+            .env("GANTRY_REGISTER_TIMEOUT", "5s");
+        command
+    }
+
+    pub fn start(pool: &Pool, env: &[(&str, &str)]) -> Launcher {
+        let dir = tempfile::tempdir().unwrap();
+        let mut launcher = Launcher::start_in(pool, &dir.path().join("work"), env);
+        launcher._dir = Some(dir);
+        launcher
+    }
+
+    /// Starts a launcher on a given work directory (to restart "the same" launcher).
+    pub fn start_in(pool: &Pool, work_dir: &Path, env: &[(&str, &str)]) -> Launcher {
+        let mut command = Launcher::command(pool, work_dir);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Launcher { proc: Proc::spawn(command), work_dir: work_dir.to_path_buf(), _dir: None }
+    }
+
+    pub fn wait_registered(&self) {
+        wait_for("the launcher to register", Duration::from_secs(20), || self.proc.log().contains("registered; waiting for runs").then_some(()));
+    }
+}
+
+/// Runs the launcher to its exit with extra environment; returns (code, stderr).
+pub fn launcher_exit(pool: Option<&Pool>, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = match pool {
+        Some(pool) => Launcher::command(pool, &dir.path().join("work")),
+        None => {
+            let mut c = Command::new(launcher_bin());
+            c.env_clear().env("GANTRY_WORK_DIR", dir.path().join("work"));
+            c
+        }
+    };
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).to_string())
+}
+
+/// CI must not skip: a missing tool is a failure there.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is required under CI=true; run scripts/install-test-deps.sh");
+        }
+        eprintln!("skipping: {tool} not installed (run scripts/install-test-deps.sh)");
+    }
+    found
+}
