@@ -144,7 +144,8 @@ fn reset_kills_the_old_token_and_its_workers() {
 
     // The new token with the new key works.
     let renewed = Pool { token: reset["token"].as_str().unwrap().into(), private_key_pem: generated.private_key_pem, ..pool };
-    Launcher::start(&renewed, &[]).wait_registered();
+    let launcher = Launcher::start(&renewed, &[]);
+    launcher.wait_registered();
 }
 
 #[test]

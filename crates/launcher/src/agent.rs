@@ -47,6 +47,8 @@ struct Shared {
     drained: AtomicBool,
     /// A poll that may bring leases is in flight.
     poll_with_slots: AtomicBool,
+    /// A run ended: a poll sent with no free slot should be sent again.
+    slot_freed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -116,6 +118,7 @@ pub async fn run(config: Config) -> u8 {
         leaving: AtomicBool::new(false),
         drained: AtomicBool::new(false),
         poll_with_slots: AtomicBool::new(false),
+        slot_freed: tokio::sync::Notify::new(),
     });
     let (events, mut inbox) = mpsc::unbounded_channel();
     let heartbeat_interval = Duration::from_millis(registration.heartbeat_interval_ms.max(100));
@@ -158,6 +161,7 @@ pub async fn run(config: Config) -> u8 {
                             run::execute(ctx, lease, receiver).await;
                             shared.runs.lock().expect("runs lock").remove(&run_id);
                             shared.running.fetch_sub(1, Ordering::AcqRel);
+                            shared.slot_freed.notify_one();
                         });
                     }
                 }
@@ -170,6 +174,7 @@ pub async fn run(config: Config) -> u8 {
                     }
                     if shared.drained.swap(instructions.drain, Ordering::AcqRel) != instructions.drain {
                         tracing::info!(drained = instructions.drain, "drain changed by an operator");
+                        shared.slot_freed.notify_one();
                     }
                     if instructions.exit && !shared.leaving.load(Ordering::Acquire) {
                         tracing::info!("the pool was cycled: finishing the runs in flight, then exiting");
@@ -227,7 +232,17 @@ async fn poll_loop(client: Arc<ControlPlane>, shared: Arc<Shared>, max: u32, eve
     loop {
         let free_slots = shared.free_slots(max);
         shared.poll_with_slots.store(free_slots > 0, Ordering::Release);
-        let result = client.poll(&PollRequest { free_slots, wait_ms: POLL_WAIT.as_millis() as u64 }).await;
+        let request = PollRequest { free_slots, wait_ms: POLL_WAIT.as_millis() as u64 };
+        let result = if free_slots == 0 {
+            // A poll without free slots cannot bring leases, so it is safe
+            // to abandon when a slot frees up: poll again, asking for work.
+            tokio::select! {
+                result = client.poll(&request) => result,
+                _ = shared.slot_freed.notified() => continue,
+            }
+        } else {
+            client.poll(&request).await
+        };
         match result {
             Ok(response) => {
                 delay = Duration::from_millis(100);

@@ -1,0 +1,227 @@
+//! One benchmark's world: a fresh temporary directory, a real `gantry
+//! server` on 127.0.0.1, a pool, and real `gantry-launcher` processes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use gantry_pki::PoolPrivateKey;
+use gantry_wire::token::PoolToken;
+
+use crate::api::Api;
+use crate::procs::{kill_many, Proc};
+use crate::sim::PoolCredentials;
+
+pub const ADMIN_TOKEN: &str = "gantry-bench-admin-token-0123456789";
+
+/// What every benchmark shares: where the binaries are, and one pool key
+/// (RSA key generation is slow; every fresh server gets a pool from it).
+pub struct Ctx {
+    pub bin_dir: PathBuf,
+    pub private_key_pem: String,
+    pub csr_pem: String,
+    pub keep_temp: bool,
+    pub server_log_level: String,
+    pub tmp_root: Option<PathBuf>,
+}
+
+impl Ctx {
+    pub fn new(bin_dir: PathBuf, keep_temp: bool, server_log_level: String, tmp_root: Option<PathBuf>) -> Result<Ctx> {
+        for bin in ["gantry", "gantry-launcher"] {
+            let path = bin_dir.join(bin);
+            if !path.is_file() {
+                bail!("{} not found; build it first (`cargo build --release`, or ./scripts/bench.sh), or pass --bin-dir", path.display());
+            }
+        }
+        // 2048 bits: the minimum the server accepts; verification cost barely
+        // depends on the size, signing (the launcher's side) does.
+        let key = gantry_pki::generate(2048, "gantry-bench").context("generating the pool key")?;
+        Ok(Ctx {
+            bin_dir,
+            private_key_pem: key.private_key_pem,
+            csr_pem: key.csr_pem,
+            keep_temp,
+            server_log_level,
+            tmp_root,
+        })
+    }
+
+    /// A fresh directory for one benchmark, removed afterwards unless --keep-temp.
+    pub fn temp_dir(&self, name: &str) -> Result<TempDir> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&format!("gantry-bench-{name}-"));
+        let dir = match &self.tmp_root {
+            Some(root) => builder.tempdir_in(root)?,
+            None => builder.tempdir()?,
+        };
+        Ok(TempDir { dir: Some(dir), keep: self.keep_temp })
+    }
+}
+
+pub struct TempDir {
+    dir: Option<tempfile::TempDir>,
+    keep: bool,
+}
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("the directory lives until drop").path()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            if self.keep {
+                eprintln!("  (kept {})", dir.keep().display());
+            }
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A running control plane, killed on drop.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub api: Api,
+}
+
+impl Server {
+    /// Starts `gantry server` in `dir` and waits until it answers.
+    pub async fn start(ctx: &Ctx, dir: &Path, lease_timeout: &str) -> Result<Server> {
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            let mut command = Command::new(ctx.bin_dir.join("gantry"));
+            command
+                .arg("server")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .arg("--lease-timeout")
+                .arg(lease_timeout)
+                .arg("--log-level")
+                .arg(&ctx.server_log_level)
+                .arg("--log-format")
+                .arg("json")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", dir)
+                .env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN);
+            let mut proc = Proc::spawn(command, "gantry server", &dir.join("server.log"))?;
+            let url = format!("http://127.0.0.1:{port}");
+            let api = Api::new(&url, ADMIN_TOKEN);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if api.health().await.is_ok() {
+                    return Ok(Server { proc, url, api });
+                }
+                if let Err(error) = proc.check_alive() {
+                    last_error = Some(error);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("gantry server did not answer within 15 s; its log ends:\n{}", proc.log_tail(15));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("gantry server did not start")))
+    }
+
+    /// Creates a pool from the bench key; returns its token and credentials.
+    pub async fn pool(&self, ctx: &Ctx, name: &str) -> Result<Pool> {
+        let created = self.api.create_pool(name, &ctx.csr_pem).await?;
+        let token = PoolToken::decode(&created.token).context("the pool token")?;
+        Ok(Pool {
+            name: name.to_string(),
+            id: created.id,
+            token: created.token,
+            credentials: PoolCredentials {
+                pool_id: token.pool_id,
+                credential: token.credential,
+                key: ctx.private_key_pem.parse::<PoolPrivateKey>()?,
+            },
+        })
+    }
+}
+
+pub struct Pool {
+    pub name: String,
+    pub id: String,
+    pub token: String,
+    pub credentials: PoolCredentials,
+}
+
+/// Settings for real launchers.
+#[derive(Clone, Copy)]
+pub struct LauncherOpts {
+    pub max_concurrent_runs: u32,
+}
+
+impl Default for LauncherOpts {
+    fn default() -> Self {
+        LauncherOpts { max_concurrent_runs: 1 }
+    }
+}
+
+/// Starts `count` real launchers for `pool`, each with its own work dir.
+/// Must be called from the main thread (see [`Proc::spawn`]).
+pub fn spawn_launchers(ctx: &Ctx, dir: &Path, pool: &Pool, first: usize, count: usize, opts: LauncherOpts) -> Result<Vec<Proc>> {
+    let key_b64 = base64::engine::general_purpose::STANDARD.encode(&ctx.private_key_pem);
+    let mut procs = Vec::with_capacity(count);
+    for i in first..first + count {
+        let work = dir.join(format!("launcher-{i}"));
+        std::fs::create_dir_all(&work)?;
+        let mut command = Command::new(ctx.bin_dir.join("gantry-launcher"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &work)
+            .env("GANTRY_TOKEN", &pool.token)
+            .env("GANTRY_POOL_PRIVATE_KEY", &key_b64)
+            .env("GANTRY_WORK_DIR", &work)
+            .env("GANTRY_EXECUTOR", "process")
+            .env("GANTRY_LOG_FORMAT", "json")
+            .env("GANTRY_LOG_LEVEL", "warn")
+            .env("GANTRY_MAX_CONCURRENT_RUNS", opts.max_concurrent_runs.to_string())
+            .env("GANTRY_METADATA_bench_index", i.to_string());
+        match Proc::spawn(command, format!("launcher {i}"), &dir.join(format!("launcher-{i}.log"))) {
+            Ok(proc) => procs.push(proc),
+            Err(error) => {
+                kill_many(procs);
+                return Err(error);
+            }
+        }
+    }
+    Ok(procs)
+}
+
+/// Waits until `count` workers of the pool are idle, failing early if a
+/// launcher exits.
+pub async fn wait_idle(api: &Api, pool: &Pool, launchers: &mut [Proc], count: usize, limit: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    let deadline = started + limit;
+    loop {
+        let idle = api.idle_workers(&pool.id).await?;
+        if idle >= count {
+            return Ok(started.elapsed());
+        }
+        for launcher in launchers.iter_mut() {
+            launcher.check_alive()?;
+        }
+        if Instant::now() > deadline {
+            bail!("only {idle} of {count} launchers registered within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,153 @@
+//! Percentiles, clocks and /proc readings.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+/// Milliseconds since the Unix epoch, with sub-millisecond precision.
+pub fn wall_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+}
+
+/// An RFC 3339 timestamp (as in run transitions) in milliseconds since the epoch.
+pub fn rfc3339_ms(text: &str) -> Result<f64> {
+    let time = humantime::parse_rfc3339(text).with_context(|| format!("{text:?} is not an RFC 3339 timestamp"))?;
+    Ok(time.duration_since(UNIX_EPOCH)?.as_secs_f64() * 1000.0)
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// Nearest-rank percentiles.
+pub fn summarize(values: &[f64]) -> Summary {
+    if values.is_empty() {
+        return Summary::default();
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let rank = |p: f64| {
+        let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[index.clamp(1, sorted.len()) - 1]
+    };
+    Summary {
+        n: sorted.len(),
+        min: sorted[0],
+        p50: rank(50.0),
+        p90: rank(90.0),
+        p99: rank(99.0),
+        max: sorted[sorted.len() - 1],
+        mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+    }
+}
+
+/// What /proc/<pid>/status and /proc/<pid>/fd say about a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStatus {
+    pub rss_kb: u64,
+    pub hwm_kb: u64,
+    pub threads: u64,
+    pub fds: u64,
+}
+
+pub fn proc_status(pid: u32) -> Result<ProcStatus> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid} is gone"))?;
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
+    Ok(ProcStatus { rss_kb: field("VmRSS:"), hwm_kb: field("VmHWM:"), threads: field("Threads:"), fds })
+}
+
+/// utime + stime of a process, in seconds. `pid` None is this process.
+pub fn cpu_seconds(pid: Option<u32>) -> Result<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')').context("malformed stat")? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3 of proc(5), so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    use nix::unistd::{sysconf, SysconfVar};
+    sysconf(SysconfVar::CLK_TCK).ok().flatten().map(|t| t as f64).unwrap_or(100.0)
+}
+
+/// Measures a process's CPU use over a span of wall time.
+pub struct CpuMeter {
+    pid: Option<u32>,
+    cpu: f64,
+    at: std::time::Instant,
+}
+
+impl CpuMeter {
+    pub fn start(pid: Option<u32>) -> Result<CpuMeter> {
+        Ok(CpuMeter { pid, cpu: cpu_seconds(pid)?, at: std::time::Instant::now() })
+    }
+
+    /// (CPU seconds used, wall seconds elapsed) since start.
+    pub fn read(&self) -> Result<(f64, f64)> {
+        Ok((cpu_seconds(self.pid)? - self.cpu, self.at.elapsed().as_secs_f64()))
+    }
+
+    /// Average use since start, in percent of one core.
+    pub fn percent(&self) -> Result<f64> {
+        let (cpu, wall) = self.read()?;
+        Ok(100.0 * cpu / wall.max(1e-9))
+    }
+}
+
+/// Raises this process's open-file soft limit to the hard limit.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) => {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(hard)
+        }
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        let s = summarize(&values);
+        assert_eq!((s.p50, s.p99, s.max, s.min), (50.0, 99.0, 100.0, 1.0));
+        assert_eq!(summarize(&[7.0]).p99, 7.0);
+        assert_eq!(summarize(&[]).n, 0);
+    }
+
+    #[test]
+    fn parses_transition_timestamps() {
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:01.250Z").unwrap(), 1250.0);
+    }
+
+    #[test]
+    fn reads_own_cpu_and_memory() {
+        assert!(cpu_seconds(None).unwrap() >= 0.0);
+        assert!(proc_status(std::process::id()).unwrap().rss_kb > 0);
+    }
+}
