@@ -8,9 +8,11 @@
 # at the version pinned in requirements-test.txt, since Debian's is too old to honour
 # AWS_ENDPOINT_URL, which points it at moto.
 #
-# usage: build.sh TAG AWSCLI_VERSION
+# usage: build.sh TAG AWSCLI_VERSION PIP
+# PIP is the host's pip: it downloads the wheels (the host's network and CA settings apply), and
+# the chroot installs them offline. The host's Python and the image's are both Debian 12's 3.11.
 set -euo pipefail
-tag=$1 awscli_version=$2
+tag=$1 awscli_version=$2 pip=$3
 
 work=$(mktemp -d)
 trap 'umount -R "$work/root/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -21,10 +23,13 @@ debootstrap --variant=minbase \
     bookworm "$root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
     || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
 
+"$pip" download -q --only-binary :all: -d "$root/tmp/wheels" "awscli==$awscli_version"
 mount -t proc proc "$root/proc"
 chroot "$root" python3 -m venv /opt/awscli
-chroot "$root" /opt/awscli/bin/pip install -q --disable-pip-version-check "awscli==$awscli_version"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$root" /opt/awscli/bin/pip install -q \
+    --disable-pip-version-check --no-index --find-links /tmp/wheels "awscli==$awscli_version"
 umount "$root/proc"
+rm -rf "$root/tmp/wheels"
 ln -s /opt/awscli/bin/aws "$root/usr/local/bin/aws"
 
 # A container boots systemd with no getty, no udev work and nothing that waits on hardware.

@@ -1,0 +1,106 @@
+//! Workers that die, restart, or come back late.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::*;
+
+/// A run printing a line every 100 ms for 20 s.
+const CHATTY: &str = "for i in $(seq 1 200); do echo line $i; sleep 0.1; done";
+
+#[test]
+fn a_killed_launcher_is_declared_lost_within_the_lease_timeout() {
+    let server = Server::start_with("2s");
+    let pool = server.create_pool("fragile");
+    let launcher = Launcher::start(&pool, &[]);
+    launcher.wait_registered();
+    let id = server.submit("fragile", &["sh", "-c", CHATTY]);
+    server.wait_state(&id, "APPLYING", Duration::from_secs(10));
+
+    launcher.proc.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    let run = server.wait_run_end(&id, Duration::from_secs(10));
+    let elapsed = killed.elapsed();
+    assert_eq!(run["state"], "FAILED");
+    assert!(run["reason"].as_str().unwrap().starts_with("worker lost"), "{run}");
+    assert!(elapsed <= Duration::from_secs(4), "failed {elapsed:?} after the kill; lease timeout is 2s");
+
+    let workers = server.cli_json(&["worker", "list"]);
+    assert_eq!(workers[0]["state"], "lost");
+}
+
+#[test]
+fn a_restarted_launcher_reports_the_run_it_lost_at_once() {
+    // A long lease: without the restart report the run would hang for a minute.
+    let server = Server::start_with("60s");
+    let pool = server.create_pool("restarts");
+    let mut launcher = Launcher::start(&pool, &[]);
+    launcher.wait_registered();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("echo $$ > {}; {CHATTY}", pid_file.display());
+    let id = server.submit("restarts", &["sh", "-c", &script]);
+    server.wait_state(&id, "APPLYING", Duration::from_secs(10));
+    let child_pid = wait_for("the run's pid", Duration::from_secs(5), || std::fs::read_to_string(&pid_file).ok().filter(|s| !s.is_empty()));
+
+    let work_dir = launcher.work_dir.clone();
+    // Killed, but its work directory (with the list of runs in flight) stays.
+    launcher.proc.signal(Signal::SIGKILL);
+    launcher.proc.wait_exit(Duration::from_secs(5));
+    // The run's process dies with its launcher.
+    wait_for("the run's process to die", Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{}", child_pid.trim())).exists()).then_some(())
+    });
+
+    let restarted = Instant::now();
+    let again = Launcher::start_in(&pool, &work_dir, &[]);
+    again.wait_registered();
+    let run = server.wait_run_end(&id, Duration::from_secs(10));
+    assert_eq!(run["state"], "FAILED");
+    assert_eq!(run["reason"], "the launcher restarted while the run was in flight");
+    assert!(restarted.elapsed() < Duration::from_secs(10));
+
+    // And it takes new work.
+    let next = server.submit("restarts", &["echo", "back"]);
+    assert_eq!(server.wait_run_end(&next, Duration::from_secs(10))["state"], "FINISHED");
+}
+
+#[test]
+fn a_worker_that_comes_back_late_is_fenced_off() {
+    let server = Server::start_with("2s");
+    let pool = server.create_pool("late");
+    let launcher = Launcher::start(&pool, &[]);
+    launcher.wait_registered();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("echo $$ > {}; {CHATTY}", pid_file.display());
+    let id = server.submit("late", &["sh", "-c", &script]);
+    server.wait_state(&id, "APPLYING", Duration::from_secs(10));
+    let child_pid = wait_for("the run's pid", Duration::from_secs(5), || std::fs::read_to_string(&pid_file).ok().filter(|s| !s.is_empty()));
+
+    // Freeze the launcher past its lease: the run is declared lost...
+    launcher.proc.signal(Signal::SIGSTOP);
+    let run = server.wait_run_end(&id, Duration::from_secs(10));
+    assert_eq!(run["state"], "FAILED");
+    let log_before = server.logs(&id);
+
+    // ...and when the launcher wakes up, it is told to abandon the run.
+    launcher.proc.signal(Signal::SIGCONT);
+    wait_for("the launcher to abandon the run", Duration::from_secs(10), || {
+        launcher.proc.log().contains("run abandoned").then_some(())
+    });
+    wait_for("the run's process to die", Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{}", child_pid.trim())).exists()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let run = server.run(&id);
+    assert_eq!(run["state"], "FAILED", "an ended run never changes");
+    assert!(run["reason"].as_str().unwrap().starts_with("worker lost"));
+    assert_eq!(server.logs(&id), log_before, "no log accepted from the fenced worker");
+
+    // The launcher itself carries on.
+    let next = server.submit("late", &["echo", "still here"]);
+    assert_eq!(server.wait_run_end(&next, Duration::from_secs(10))["state"], "FINISHED");
+}
