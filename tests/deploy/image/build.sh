@@ -8,6 +8,7 @@
 # at the version pinned in requirements-test.txt, since Debian's is too old to honour
 # AWS_ENDPOINT_URL, which points it at moto.
 #
+# Run it with --stop-signal SIGRTMIN+3 (systemd's clean shutdown); docker import cannot set it.
 # usage: build.sh TAG AWSCLI_VERSION PIP
 # PIP is the host's pip: it downloads the wheels (the host's network and CA settings apply), and
 # the chroot installs them offline. The host's Python and the image's are both Debian 12's 3.11.
@@ -40,6 +41,6 @@ done
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 
 tar -C "$root" -c . | docker import \
-    -c 'ENV container=docker' -c 'STOPSIGNAL SIGRTMIN+3' -c 'CMD ["/sbin/init"]' \
+    -c 'ENV container=docker' -c 'CMD ["/sbin/init"]' \
     - "$tag" >/dev/null
 echo "$tag"
