@@ -13,7 +13,15 @@ fn many_launchers_competing_never_run_a_run_twice() {
     let server = Server::start();
     let pool = server.create_pool("busy");
     let launchers: Vec<Launcher> = (0..6)
-        .map(|i| Launcher::start(&pool, &[("GANTRY_MAX_CONCURRENT_RUNS", "2"), ("GANTRY_METADATA_index", &i.to_string())]))
+        .map(|i| {
+            Launcher::start(
+                &pool,
+                &[
+                    ("GANTRY_MAX_CONCURRENT_RUNS", "2"),
+                    ("GANTRY_METADATA_index", &i.to_string()),
+                ],
+            )
+        })
         .collect();
     for launcher in &launchers {
         launcher.wait_registered();
@@ -23,16 +31,28 @@ fn many_launchers_competing_never_run_a_run_twice() {
     // show up twice.
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
-    let script = format!("echo $GANTRY_RUN_ID >> {}; echo ran $GANTRY_RUN_ID", ledger.display());
-    let runs: Vec<String> = (0..60).map(|_| server.submit("busy", &["sh", "-c", &script])).collect();
+    let script = format!(
+        "echo $GANTRY_RUN_ID >> {}; echo ran $GANTRY_RUN_ID",
+        ledger.display()
+    );
+    let runs: Vec<String> = (0..60)
+        .map(|_| server.submit("busy", &["sh", "-c", &script]))
+        .collect();
 
     let mut per_worker: HashMap<String, usize> = HashMap::new();
     for id in &runs {
         let run = server.wait_run_end(id, Duration::from_secs(60));
         assert_eq!(run["state"], "FINISHED", "{run}");
-        let preparing = run["transitions"].as_array().unwrap().iter().filter(|t| t["state"] == "PREPARING").count();
+        let preparing = run["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "PREPARING")
+            .count();
         assert_eq!(preparing, 1, "leased once: {run}");
-        *per_worker.entry(run["worker_id"].as_str().unwrap().to_string()).or_default() += 1;
+        *per_worker
+            .entry(run["worker_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
         assert_eq!(server.logs(id), format!("ran {id}\n").into_bytes());
     }
     let ledger = std::fs::read_to_string(&ledger).unwrap();
@@ -40,7 +60,10 @@ fn many_launchers_competing_never_run_a_run_twice() {
     let unique: HashSet<&str> = lines.iter().copied().collect();
     assert_eq!(lines.len(), 60, "every run ran");
     assert_eq!(unique.len(), 60, "no run ran twice");
-    assert!(per_worker.len() >= 3, "work spread over workers: {per_worker:?}");
+    assert!(
+        per_worker.len() >= 3,
+        "work spread over workers: {per_worker:?}"
+    );
 
     let workers: Value = server.cli_json(&["worker", "list"]);
     let workers = workers.as_array().unwrap();
@@ -61,13 +84,32 @@ fn a_launcher_runs_at_most_its_concurrency() {
     let pool = server.create_pool("narrow");
     let launcher = Launcher::start(&pool, &[("GANTRY_MAX_CONCURRENT_RUNS", "2")]);
     launcher.wait_registered();
-    let runs: Vec<String> = (0..5).map(|_| server.submit("narrow", &["sleep", "1"])).collect();
+    let runs: Vec<String> = (0..5)
+        .map(|_| server.submit("narrow", &["sleep", "1"]))
+        .collect();
     std::thread::sleep(Duration::from_millis(600));
-    let states: Vec<String> = runs.iter().map(|id| server.run(id)["state"].as_str().unwrap().to_string()).collect();
-    assert_eq!(states.iter().filter(|s| *s == "APPLYING" || *s == "PREPARING").count(), 2, "{states:?}");
-    assert_eq!(states.iter().filter(|s| *s == "READY").count(), 3, "{states:?}");
+    let states: Vec<String> = runs
+        .iter()
+        .map(|id| server.run(id)["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| *s == "APPLYING" || *s == "PREPARING")
+            .count(),
+        2,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| *s == "READY").count(),
+        3,
+        "{states:?}"
+    );
     for id in &runs {
-        assert_eq!(server.wait_run_end(id, Duration::from_secs(20))["state"], "FINISHED");
+        assert_eq!(
+            server.wait_run_end(id, Duration::from_secs(20))["state"],
+            "FINISHED"
+        );
     }
 }
 
@@ -79,9 +121,22 @@ fn every_transition_is_recorded_with_its_time() {
     launcher.wait_registered();
     let id = server.submit("timeline", &["true"]);
     let run = server.wait_run_end(&id, Duration::from_secs(10));
-    let states: Vec<&str> = run["transitions"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["QUEUED", "READY", "PREPARING", "APPLYING", "FINISHED"]);
-    let times: Vec<&str> = run["transitions"].as_array().unwrap().iter().map(|t| t["at"].as_str().unwrap()).collect();
+    let states: Vec<&str> = run["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["QUEUED", "READY", "PREPARING", "APPLYING", "FINISHED"]
+    );
+    let times: Vec<&str> = run["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["at"].as_str().unwrap())
+        .collect();
     let mut sorted = times.clone();
     sorted.sort();
     assert_eq!(times, sorted, "in time order");
@@ -89,7 +144,10 @@ fn every_transition_is_recorded_with_its_time() {
 
     let shown = server.cli(&["run", "show", &id]);
     let text = String::from_utf8_lossy(&shown.stdout);
-    assert!(text.contains("state:     FINISHED") && text.contains("APPLYING"), "{text}");
+    assert!(
+        text.contains("state:     FINISHED") && text.contains("APPLYING"),
+        "{text}"
+    );
     let listed = server.cli_json(&["run", "list", "--pool", "timeline"]);
     assert_eq!(listed[0]["id"], id.as_str());
 }

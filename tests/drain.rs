@@ -19,10 +19,19 @@ fn sigterm_finishes_the_runs_in_flight_takes_no_more_and_exits_zero() {
     launcher.proc.signal(Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
     let later = server.submit("drain", &["echo", "too late"]);
-    assert_eq!(launcher.proc.wait_exit(Duration::from_secs(15)), 0, "{}", launcher.proc.log());
+    assert_eq!(
+        launcher.proc.wait_exit(Duration::from_secs(15)),
+        0,
+        "{}",
+        launcher.proc.log()
+    );
     assert_eq!(server.run(&id)["state"], "FINISHED");
     assert_eq!(server.logs(&id), b"finished in flight\n");
-    assert_eq!(server.run(&later)["state"], "READY", "a draining launcher takes no new run");
+    assert_eq!(
+        server.run(&later)["state"],
+        "READY",
+        "a draining launcher takes no new run"
+    );
     let workers = server.cli_json(&["worker", "list", "--all"]);
     assert_eq!(workers[0]["state"], "gone");
 }
@@ -36,7 +45,11 @@ fn an_idle_launcher_exits_at_once_on_sigterm() {
     let started = Instant::now();
     launcher.proc.signal(Signal::SIGTERM);
     assert_eq!(launcher.proc.wait_exit(Duration::from_secs(10)), 0);
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     // A run submitted now waits for another worker: nothing was leased to the leaving one.
     let id = server.submit("idle", &["true"]);
     std::thread::sleep(Duration::from_millis(300));
@@ -66,15 +79,28 @@ fn drain_and_undrain_from_the_cli() {
     let pool = server.create_pool("ops");
     let launcher = Launcher::start(&pool, &[]);
     launcher.wait_registered();
-    let worker = server.cli_json(&["worker", "list"])[0]["id"].as_str().unwrap().to_string();
+    let worker = server.cli_json(&["worker", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let drained = server.cli_json(&["worker", "drain", &worker]);
     assert_eq!(drained["state"], "drained");
     let id = server.submit("ops", &["echo", "after undrain"]);
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(server.run(&id)["state"], "READY", "a drained worker takes nothing");
+    assert_eq!(
+        server.run(&id)["state"],
+        "READY",
+        "a drained worker takes nothing"
+    );
 
     server.cli_json(&["worker", "undrain", &worker]);
-    assert_eq!(server.wait_run_end(&id, Duration::from_secs(10))["state"], "FINISHED");
-    assert_eq!(server.cli(&["worker", "drain", "nope"]).status.code(), Some(3));
+    assert_eq!(
+        server.wait_run_end(&id, Duration::from_secs(10))["state"],
+        "FINISHED"
+    );
+    assert_eq!(
+        server.cli(&["worker", "drain", "nope"]).status.code(),
+        Some(3)
+    );
 }

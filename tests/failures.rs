@@ -24,8 +24,14 @@ fn a_killed_launcher_is_declared_lost_within_the_lease_timeout() {
     let run = server.wait_run_end(&id, Duration::from_secs(10));
     let elapsed = killed.elapsed();
     assert_eq!(run["state"], "FAILED");
-    assert!(run["reason"].as_str().unwrap().starts_with("worker lost"), "{run}");
-    assert!(elapsed <= Duration::from_secs(4), "failed {elapsed:?} after the kill; lease timeout is 2s");
+    assert!(
+        run["reason"].as_str().unwrap().starts_with("worker lost"),
+        "{run}"
+    );
+    assert!(
+        elapsed <= Duration::from_secs(4),
+        "failed {elapsed:?} after the kill; lease timeout is 2s"
+    );
 
     let workers = server.cli_json(&["worker", "list"]);
     assert_eq!(workers[0]["state"], "lost");
@@ -43,7 +49,11 @@ fn a_restarted_launcher_reports_the_run_it_lost_at_once() {
     let script = format!("echo $$ > {}; {CHATTY}", pid_file.display());
     let id = server.submit("restarts", &["sh", "-c", &script]);
     server.wait_state(&id, "APPLYING", Duration::from_secs(10));
-    let child_pid = wait_for("the run's pid", Duration::from_secs(5), || std::fs::read_to_string(&pid_file).ok().filter(|s| !s.is_empty()));
+    let child_pid = wait_for("the run's pid", Duration::from_secs(5), || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
 
     let work_dir = launcher.work_dir.clone();
     // Killed, but its work directory (with the list of runs in flight) stays.
@@ -59,12 +69,18 @@ fn a_restarted_launcher_reports_the_run_it_lost_at_once() {
     again.wait_registered();
     let run = server.wait_run_end(&id, Duration::from_secs(10));
     assert_eq!(run["state"], "FAILED");
-    assert_eq!(run["reason"], "the launcher restarted while the run was in flight");
+    assert_eq!(
+        run["reason"],
+        "the launcher restarted while the run was in flight"
+    );
     assert!(restarted.elapsed() < Duration::from_secs(10));
 
     // And it takes new work.
     let next = server.submit("restarts", &["echo", "back"]);
-    assert_eq!(server.wait_run_end(&next, Duration::from_secs(10))["state"], "FINISHED");
+    assert_eq!(
+        server.wait_run_end(&next, Duration::from_secs(10))["state"],
+        "FINISHED"
+    );
 }
 
 #[test]
@@ -78,7 +94,11 @@ fn a_worker_that_comes_back_late_is_fenced_off() {
     let script = format!("echo $$ > {}; {CHATTY}", pid_file.display());
     let id = server.submit("late", &["sh", "-c", &script]);
     server.wait_state(&id, "APPLYING", Duration::from_secs(10));
-    let child_pid = wait_for("the run's pid", Duration::from_secs(5), || std::fs::read_to_string(&pid_file).ok().filter(|s| !s.is_empty()));
+    let child_pid = wait_for("the run's pid", Duration::from_secs(5), || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
 
     // Freeze the launcher past its lease: the run is declared lost...
     launcher.proc.signal(Signal::SIGSTOP);
@@ -88,9 +108,11 @@ fn a_worker_that_comes_back_late_is_fenced_off() {
 
     // ...and when the launcher wakes up, it is told to abandon the run.
     launcher.proc.signal(Signal::SIGCONT);
-    wait_for("the launcher to abandon the run", Duration::from_secs(10), || {
-        launcher.proc.log().contains("run abandoned").then_some(())
-    });
+    wait_for(
+        "the launcher to abandon the run",
+        Duration::from_secs(10),
+        || launcher.proc.log().contains("run abandoned").then_some(()),
+    );
     wait_for("the run's process to die", Duration::from_secs(5), || {
         (!std::path::Path::new(&format!("/proc/{}", child_pid.trim())).exists()).then_some(())
     });
@@ -98,9 +120,16 @@ fn a_worker_that_comes_back_late_is_fenced_off() {
     let run = server.run(&id);
     assert_eq!(run["state"], "FAILED", "an ended run never changes");
     assert!(run["reason"].as_str().unwrap().starts_with("worker lost"));
-    assert_eq!(server.logs(&id), log_before, "no log accepted from the fenced worker");
+    assert_eq!(
+        server.logs(&id),
+        log_before,
+        "no log accepted from the fenced worker"
+    );
 
     // The launcher itself carries on.
     let next = server.submit("late", &["echo", "still here"]);
-    assert_eq!(server.wait_run_end(&next, Duration::from_secs(10))["state"], "FINISHED");
+    assert_eq!(
+        server.wait_run_end(&next, Duration::from_secs(10))["state"],
+        "FINISHED"
+    );
 }

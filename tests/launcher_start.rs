@@ -17,11 +17,18 @@ fn missing_and_malformed_credentials_are_named() {
 
     let (code, stderr) = launcher_exit(None, &[("GANTRY_TOKEN", "%%% not base64")]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("GANTRY_TOKEN: the token is not valid base64"), "{stderr}");
+    assert!(
+        stderr.contains("GANTRY_TOKEN: the token is not valid base64"),
+        "{stderr}"
+    );
 
     let (code, stderr) = launcher_exit(None, &[("GANTRY_TOKEN", &b64("{\"hello\": 1}"))]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("GANTRY_TOKEN: the token decodes from base64 but is not a Gantry pool token"), "{stderr}");
+    assert!(
+        stderr
+            .contains("GANTRY_TOKEN: the token decodes from base64 but is not a Gantry pool token"),
+        "{stderr}"
+    );
 
     let server = Server::start();
     let pool = server.create_pool("creds");
@@ -29,20 +36,50 @@ fn missing_and_malformed_credentials_are_named() {
 
     let (code, stderr) = launcher_exit(None, &[("GANTRY_TOKEN", token)]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("GANTRY_POOL_PRIVATE_KEY: not set"), "{stderr}");
+    assert!(
+        stderr.contains("GANTRY_POOL_PRIVATE_KEY: not set"),
+        "{stderr}"
+    );
 
-    let (code, stderr) = launcher_exit(None, &[("GANTRY_TOKEN", token), ("GANTRY_POOL_PRIVATE_KEY", "@@not-base64@@")]);
+    let (code, stderr) = launcher_exit(
+        None,
+        &[
+            ("GANTRY_TOKEN", token),
+            ("GANTRY_POOL_PRIVATE_KEY", "@@not-base64@@"),
+        ],
+    );
     assert_eq!(code, 2);
-    assert!(stderr.contains("GANTRY_POOL_PRIVATE_KEY: not valid base64"), "{stderr}");
+    assert!(
+        stderr.contains("GANTRY_POOL_PRIVATE_KEY: not valid base64"),
+        "{stderr}"
+    );
 
-    let (code, stderr) = launcher_exit(None, &[("GANTRY_TOKEN", token), ("GANTRY_POOL_PRIVATE_KEY", &b64("just text"))]);
+    let (code, stderr) = launcher_exit(
+        None,
+        &[
+            ("GANTRY_TOKEN", token),
+            ("GANTRY_POOL_PRIVATE_KEY", &b64("just text")),
+        ],
+    );
     assert_eq!(code, 2);
-    assert!(stderr.contains("GANTRY_POOL_PRIVATE_KEY: not a PEM private key"), "{stderr}");
+    assert!(
+        stderr.contains("GANTRY_POOL_PRIVATE_KEY: not a PEM private key"),
+        "{stderr}"
+    );
 
     let other = gantry_pki::generate(2048, "other").unwrap();
-    let (code, stderr) = launcher_exit(None, &[("GANTRY_TOKEN", token), ("GANTRY_POOL_PRIVATE_KEY", &b64(&other.private_key_pem))]);
+    let (code, stderr) = launcher_exit(
+        None,
+        &[
+            ("GANTRY_TOKEN", token),
+            ("GANTRY_POOL_PRIVATE_KEY", &b64(&other.private_key_pem)),
+        ],
+    );
     assert_eq!(code, 2);
-    assert!(stderr.contains("GANTRY_POOL_PRIVATE_KEY: this key does not match the pool"), "{stderr}");
+    assert!(
+        stderr.contains("GANTRY_POOL_PRIVATE_KEY: this key does not match the pool"),
+        "{stderr}"
+    );
 
     // A file works as well as the variable.
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +97,10 @@ fn missing_and_malformed_credentials_are_named() {
         .arg("ten minutes");
     let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("GANTRY_RUN_TIMEOUT"), "invalid value names the variable");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("GANTRY_RUN_TIMEOUT"),
+        "invalid value names the variable"
+    );
 }
 
 #[test]
@@ -68,21 +108,43 @@ fn bad_settings_are_named() {
     let server = Server::start();
     let pool = server.create_pool("settings");
     for (variable, value, expected) in [
-        ("GANTRY_MAX_CONCURRENT_RUNS", "0", "GANTRY_MAX_CONCURRENT_RUNS"),
+        (
+            "GANTRY_MAX_CONCURRENT_RUNS",
+            "0",
+            "GANTRY_MAX_CONCURRENT_RUNS",
+        ),
         ("GANTRY_LOGS_TIMEOUT", "soon", "GANTRY_LOGS_TIMEOUT"),
         ("GANTRY_EXECUTOR", "kubernetes", "GANTRY_EXECUTOR"),
-        ("GANTRY_WORKER_EXTRA_MOUNTS", "relative:/x", "GANTRY_WORKER_EXTRA_MOUNTS"),
-        ("GANTRY_ADDITIONAL_ROOT_CAS", "%%%", "GANTRY_ADDITIONAL_ROOT_CAS: not valid base64"),
-        ("GANTRY_ADDITIONAL_ROOT_CAS", &b64("[]"), "GANTRY_ADDITIONAL_ROOT_CAS: the base64 decodes, but not to the JSON object"),
+        (
+            "GANTRY_WORKER_EXTRA_MOUNTS",
+            "relative:/x",
+            "GANTRY_WORKER_EXTRA_MOUNTS",
+        ),
         (
             "GANTRY_ADDITIONAL_ROOT_CAS",
-            &b64(&format!("{{\"caCertificates\": [\"{}\"]}}", b64("no cert here"))),
+            "%%%",
+            "GANTRY_ADDITIONAL_ROOT_CAS: not valid base64",
+        ),
+        (
+            "GANTRY_ADDITIONAL_ROOT_CAS",
+            &b64("[]"),
+            "GANTRY_ADDITIONAL_ROOT_CAS: the base64 decodes, but not to the JSON object",
+        ),
+        (
+            "GANTRY_ADDITIONAL_ROOT_CAS",
+            &b64(&format!(
+                "{{\"caCertificates\": [\"{}\"]}}",
+                b64("no cert here")
+            )),
             "caCertificates[0] does not hold a PEM certificate",
         ),
     ] {
         let (code, stderr) = launcher_exit(Some(&pool), &[(variable, value)]);
         assert_eq!(code, 2, "{variable}={value}: {stderr}");
-        assert!(stderr.contains(expected), "{variable}={value}: expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{variable}={value}: expected {expected:?} in {stderr}"
+        );
     }
 }
 
@@ -93,7 +155,10 @@ fn an_unreachable_control_plane_is_reported_with_its_url() {
     drop(server);
     let (code, stderr) = launcher_exit(Some(&pool), &[("GANTRY_REGISTER_TIMEOUT", "1s")]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("cannot reach the control plane at http://127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the control plane at http://127.0.0.1:"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -109,7 +174,10 @@ fn two_launchers_cannot_share_a_work_directory() {
 
 #[test]
 fn help_lists_every_variable() {
-    let output = std::process::Command::new(launcher_bin()).arg("--help").output().unwrap();
+    let output = std::process::Command::new(launcher_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     for variable in [
         "GANTRY_TOKEN",
@@ -129,6 +197,9 @@ fn help_lists_every_variable() {
         "GANTRY_METADATA_",
         "HTTPS_PROXY",
     ] {
-        assert!(help.contains(variable), "--help does not mention {variable}");
+        assert!(
+            help.contains(variable),
+            "--help does not mention {variable}"
+        );
     }
 }

@@ -17,7 +17,10 @@ fn keygen_writes_a_private_key_and_a_csr_the_server_accepts() {
     let key = std::fs::read_to_string(key_path).unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8 PEM");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(key_path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // A second keygen refuses to overwrite the key.
     let again = server.cli(&["pool", "keygen", "--out-dir", out]);
@@ -27,7 +30,10 @@ fn keygen_writes_a_private_key_and_a_csr_the_server_accepts() {
     let csr = format!("{out}/pool.csr");
     let created = server.cli_json(&["pool", "create", "from-keygen", "--csr", &csr]);
     assert!(created["token"].as_str().unwrap().len() > 100);
-    assert!(!created.to_string().contains("PRIVATE KEY"), "the private key never leaves the user");
+    assert!(
+        !created.to_string().contains("PRIVATE KEY"),
+        "the private key never leaves the user"
+    );
 }
 
 #[test]
@@ -38,12 +44,21 @@ fn an_openssl_csr_works_and_the_token_holds_what_the_brief_says() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new("openssl")
-        .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "pool.key", "-out", "pool.csr", "-subj", "/CN=ops"])
+        .args([
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "pool.key", "-out",
+            "pool.csr", "-subj", "/CN=ops",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(status.status.success());
-    let created = server.cli_json(&["pool", "create", "ops", "--csr", dir.path().join("pool.csr").to_str().unwrap()]);
+    let created = server.cli_json(&[
+        "pool",
+        "create",
+        "ops",
+        "--csr",
+        dir.path().join("pool.csr").to_str().unwrap(),
+    ]);
     for field in ["id", "name", "token"] {
         assert!(created[field].is_string(), "{field} in {created}");
     }
@@ -66,8 +81,14 @@ fn an_openssl_csr_works_and_the_token_holds_what_the_brief_says() {
     let db = std::fs::read(server.data_dir.join("gantry.db")).unwrap();
     let wal = std::fs::read(server.data_dir.join("gantry.db-wal")).unwrap_or_default();
     for bytes in [&db, &wal] {
-        assert!(!contains(bytes, token.credential.as_bytes()), "credential in clear in the database");
-        assert!(!contains(bytes, ADMIN_TOKEN.as_bytes()), "admin token in clear in the database");
+        assert!(
+            !contains(bytes, token.credential.as_bytes()),
+            "credential in clear in the database"
+        );
+        assert!(
+            !contains(bytes, ADMIN_TOKEN.as_bytes()),
+            "admin token in clear in the database"
+        );
     }
 }
 
@@ -91,11 +112,20 @@ fn list_show_and_bad_input() {
     let out = server.cli(&["pool", "create", "beta", "--csr", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not a PEM certificate signing request") && stderr.contains("csr"), "{stderr}");
+    assert!(
+        stderr.contains("not a PEM certificate signing request") && stderr.contains("csr"),
+        "{stderr}"
+    );
 
     let good = dir.path().join("good.csr");
     std::fs::write(&good, gantry_pki::generate(2048, "x").unwrap().csr_pem).unwrap();
-    let out = server.cli(&["pool", "create", "Bad Name!", "--csr", good.to_str().unwrap()]);
+    let out = server.cli(&[
+        "pool",
+        "create",
+        "Bad Name!",
+        "--csr",
+        good.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pool name \"Bad Name!\" is not valid"));
 
@@ -110,13 +140,24 @@ fn list_show_and_bad_input() {
     let out = server.cli(&["pool", "show", "nope"]);
     assert_eq!(out.status.code(), Some(3));
 
-    let out = Command::new(gantry_bin()).args(["pool", "list"]).env("GANTRY_URL", &server.url).env("GANTRY_API_TOKEN", "wrong-token").output().unwrap();
+    let out = Command::new(gantry_bin())
+        .args(["pool", "list"])
+        .env("GANTRY_URL", &server.url)
+        .env("GANTRY_API_TOKEN", "wrong-token")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("API token is not valid"));
 
-    let out = Command::new(gantry_bin()).args(["pool", "list"]).env("GANTRY_URL", "http://127.0.0.1:9").env("GANTRY_API_TOKEN", ADMIN_TOKEN).output().unwrap();
+    let out = Command::new(gantry_bin())
+        .args(["pool", "list"])
+        .env("GANTRY_URL", "http://127.0.0.1:9")
+        .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(6));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the control plane at http://127.0.0.1:9"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot reach the control plane at http://127.0.0.1:9"));
 }
 
 #[test]
@@ -130,7 +171,13 @@ fn reset_kills_the_old_token_and_its_workers() {
     let generated = gantry_pki::generate(2048, "new").unwrap();
     let csr = dir.path().join("new.csr");
     std::fs::write(&csr, &generated.csr_pem).unwrap();
-    let reset = server.cli_json(&["pool", "reset", "resettable", "--csr", csr.to_str().unwrap()]);
+    let reset = server.cli_json(&[
+        "pool",
+        "reset",
+        "resettable",
+        "--csr",
+        csr.to_str().unwrap(),
+    ]);
     assert_eq!(reset["pool"]["generation"], 2);
 
     // The running launcher's session dies with the old token: it exits 3.
@@ -143,7 +190,11 @@ fn reset_kills_the_old_token_and_its_workers() {
     assert!(stderr.contains("the pool token is not valid"), "{stderr}");
 
     // The new token with the new key works.
-    let renewed = Pool { token: reset["token"].as_str().unwrap().into(), private_key_pem: generated.private_key_pem, ..pool };
+    let renewed = Pool {
+        token: reset["token"].as_str().unwrap().into(),
+        private_key_pem: generated.private_key_pem,
+        ..pool
+    };
     let launcher = Launcher::start(&renewed, &[]);
     launcher.wait_registered();
 }
@@ -158,8 +209,17 @@ fn cycle_makes_workers_finish_and_exit_and_delete_guards_runs() {
     server.wait_state(&run, "APPLYING", Duration::from_secs(10));
 
     server.cli_json(&["pool", "cycle", "cycled"]);
-    assert_eq!(launcher.proc.wait_exit(Duration::from_secs(15)), 0, "{}", launcher.proc.log());
-    assert_eq!(server.run(&run)["state"], "FINISHED", "the run in flight finished first");
+    assert_eq!(
+        launcher.proc.wait_exit(Duration::from_secs(15)),
+        0,
+        "{}",
+        launcher.proc.log()
+    );
+    assert_eq!(
+        server.run(&run)["state"],
+        "FINISHED",
+        "the run in flight finished first"
+    );
     assert_eq!(server.logs(&run), b"done\n");
 
     // A worker registered after the cycle stays.
@@ -176,5 +236,8 @@ fn cycle_makes_workers_finish_and_exit_and_delete_guards_runs() {
     let out = server.cli(&["pool", "delete", "cycled", "--force"]);
     assert!(out.status.success());
     assert_eq!(server.run(&queued)["state"], "CANCELED");
-    assert_eq!(server.cli(&["pool", "show", "cycled"]).status.code(), Some(3));
+    assert_eq!(
+        server.cli(&["pool", "show", "cycled"]).status.code(),
+        Some(3)
+    );
 }

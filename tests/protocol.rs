@@ -11,7 +11,10 @@ use serde_json::Value;
 use support::*;
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn signed(pool: &Pool, key: &PoolPrivateKey, version: &str, nonce: &str) -> RegisterRequest {
@@ -33,7 +36,12 @@ fn signed(pool: &Pool, key: &PoolPrivateKey, version: &str, nonce: &str) -> Regi
 }
 
 fn register(server: &Server, request: &RegisterRequest) -> (u16, Value) {
-    let response = server.http().post(format!("{}/api/v1/worker/register", server.url)).json(request).send().unwrap();
+    let response = server
+        .http()
+        .post(format!("{}/api/v1/worker/register", server.url))
+        .json(request)
+        .send()
+        .unwrap();
     (response.status().as_u16(), response.json().unwrap())
 }
 
@@ -47,31 +55,51 @@ fn registration_needs_the_key_the_right_version_and_a_fresh_nonce() {
     assert_eq!(status, 426);
     assert_eq!(body["error"]["code"], "version_refused");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains(&format!("use gantry-launcher {}", gantry_wire::VERSION)), "{message}");
+    assert!(
+        message.contains(&format!("use gantry-launcher {}", gantry_wire::VERSION)),
+        "{message}"
+    );
     assert!(message.contains("/api/v1/launcher/download"), "{message}");
 
     // A stolen token without the key: signed with another key.
-    let thief: PoolPrivateKey = gantry_pki::generate(2048, "thief").unwrap().private_key_pem.parse().unwrap();
-    let (status, body) = register(&server, &signed(&pool, &thief, gantry_wire::VERSION, "nonce-thief-00001"));
+    let thief: PoolPrivateKey = gantry_pki::generate(2048, "thief")
+        .unwrap()
+        .private_key_pem
+        .parse()
+        .unwrap();
+    let (status, body) = register(
+        &server,
+        &signed(&pool, &thief, gantry_wire::VERSION, "nonce-thief-00001"),
+    );
     assert_eq!(status, 401);
-    assert!(body["error"]["message"].as_str().unwrap().contains("signature does not verify"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("signature does not verify"));
 
     let request = signed(&pool, &key, gantry_wire::VERSION, "nonce-good-000001");
     let (status, body) = register(&server, &request);
     assert_eq!(status, 200, "{body}");
-    assert!(body["session_token"].as_str().unwrap().starts_with("gantry_session_"));
+    assert!(body["session_token"]
+        .as_str()
+        .unwrap()
+        .starts_with("gantry_session_"));
 
     // The same signed request again is a replay.
     let (status, body) = register(&server, &request);
     assert_eq!(status, 401);
-    assert!(body["error"]["message"].as_str().unwrap().contains("replayed"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("replayed"));
 
     // The stale-clock case.
     let mut stale = signed(&pool, &key, gantry_wire::VERSION, "nonce-stale-00001");
     stale.timestamp_ms -= 3_600_000;
     let token = PoolToken::decode(&pool.token).unwrap();
-    stale.signature = base64::engine::general_purpose::STANDARD
-        .encode(key.sign(&registration_message(&token.pool_id, stale.timestamp_ms, &stale.nonce)));
+    stale.signature = base64::engine::general_purpose::STANDARD.encode(key.sign(
+        &registration_message(&token.pool_id, stale.timestamp_ms, &stale.nonce),
+    ));
     let (status, body) = register(&server, &stale);
     assert_eq!(status, 401);
     assert!(body["error"]["message"].as_str().unwrap().contains("clock"));
@@ -81,14 +109,23 @@ fn registration_needs_the_key_the_right_version_and_a_fresh_nonce() {
 fn the_api_answers_json_errors_and_documents_itself() {
     let server = Server::start();
     let http = server.http();
-    let response = http.get(format!("{}/api/v1/pools", server.url)).send().unwrap();
+    let response = http
+        .get(format!("{}/api/v1/pools", server.url))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 401);
     let body: Value = response.json().unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
 
-    let response = http.get(format!("{}/api/v1/nope", server.url)).send().unwrap();
+    let response = http
+        .get(format!("{}/api/v1/nope", server.url))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(response.json::<Value>().unwrap()["error"]["code"], "not_found");
+    assert_eq!(
+        response.json::<Value>().unwrap()["error"]["code"],
+        "not_found"
+    );
 
     let response = http
         .post(format!("{}/api/v1/runs", server.url))
@@ -100,9 +137,22 @@ fn the_api_answers_json_errors_and_documents_itself() {
     let body: Value = response.json().unwrap();
     assert_eq!(body["error"]["field"], "command");
 
-    let doc: Value = http.get(format!("{}/api/v1/openapi.json", server.url)).send().unwrap().json().unwrap();
+    let doc: Value = http
+        .get(format!("{}/api/v1/openapi.json", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/pools", "/runs", "/runs/{run}/logs", "/workers", "/worker/register", "/worker/poll", "/worker/runs/{run}/logs/{seq}"] {
+    for path in [
+        "/pools",
+        "/runs",
+        "/runs/{run}/logs",
+        "/workers",
+        "/worker/register",
+        "/worker/poll",
+        "/worker/runs/{run}/logs/{seq}",
+    ] {
         assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
     assert!(doc["components"]["schemas"]["Run"].is_object());
@@ -111,9 +161,16 @@ fn the_api_answers_json_errors_and_documents_itself() {
 #[test]
 fn the_server_serves_its_launcher() {
     let server = Server::start();
-    let response = server.http().get(format!("{}/api/v1/launcher/download", server.url)).send().unwrap();
+    let response = server
+        .http()
+        .get(format!("{}/api/v1/launcher/download", server.url))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 200);
-    let sha = response.headers()["x-gantry-sha256"].to_str().unwrap().to_string();
+    let sha = response.headers()["x-gantry-sha256"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let bytes = response.bytes().unwrap();
     assert_eq!(bytes, std::fs::read(launcher_bin()).unwrap());
     use sha2::Digest;

@@ -12,21 +12,52 @@ fn a_run_gets_a_clean_environment_and_its_exit_code_decides_its_state() {
     let pool = server.create_pool("env");
     let launcher = Launcher::start(
         &pool,
-        &[("GANTRY_PASSTHROUGH_ENVS", "TEAM_SETTING"), ("TEAM_SETTING", "passed"), ("LAUNCHER_ONLY", "hidden"), ("HTTPS_PROXY", "http://proxy.invalid:3128"), ("NO_PROXY", "127.0.0.1,localhost")],
+        &[
+            ("GANTRY_PASSTHROUGH_ENVS", "TEAM_SETTING"),
+            ("TEAM_SETTING", "passed"),
+            ("LAUNCHER_ONLY", "hidden"),
+            ("HTTPS_PROXY", "http://proxy.invalid:3128"),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ],
     );
     launcher.wait_registered();
 
-    let output = server.cli(&["run", "submit", "--pool", "env", "--env", "GREETING=hi", "--output", "json", "--", "sh", "-c", "env | sort"]);
+    let output = server.cli(&[
+        "run",
+        "submit",
+        "--pool",
+        "env",
+        "--env",
+        "GREETING=hi",
+        "--output",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        "env | sort",
+    ]);
     assert!(output.status.success());
-    let id = serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["id"].as_str().unwrap().to_string();
-    assert_eq!(server.wait_run_end(&id, Duration::from_secs(10))["state"], "FINISHED");
+    let id = serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        server.wait_run_end(&id, Duration::from_secs(10))["state"],
+        "FINISHED"
+    );
     let env = String::from_utf8(server.logs(&id)).unwrap();
     assert!(env.contains("GREETING=hi"), "{env}");
     assert!(env.contains("TEAM_SETTING=passed"), "{env}");
-    assert!(env.contains("HTTPS_PROXY=http://proxy.invalid:3128"), "proxy settings reach runs: {env}");
+    assert!(
+        env.contains("HTTPS_PROXY=http://proxy.invalid:3128"),
+        "proxy settings reach runs: {env}"
+    );
     assert!(env.contains(&format!("GANTRY_RUN_ID={id}")), "{env}");
     assert!(!env.contains("LAUNCHER_ONLY"), "{env}");
-    assert!(!env.contains("GANTRY_TOKEN") && !env.contains("GANTRY_POOL_PRIVATE_KEY"), "credentials leaked: {env}");
+    assert!(
+        !env.contains("GANTRY_TOKEN") && !env.contains("GANTRY_POOL_PRIVATE_KEY"),
+        "credentials leaked: {env}"
+    );
 
     let id = server.submit("env", &["sh", "-c", "echo failing; exit 7"]);
     let run = server.wait_run_end(&id, Duration::from_secs(10));
@@ -37,8 +68,16 @@ fn a_run_gets_a_clean_environment_and_its_exit_code_decides_its_state() {
     let id = server.submit("env", &["/no/such/program"]);
     let run = server.wait_run_end(&id, Duration::from_secs(10));
     assert_eq!(run["state"], "FAILED");
-    assert!(run["reason"].as_str().unwrap().contains("cannot start `/no/such/program`"), "{run}");
-    assert!(String::from_utf8(server.logs(&id)).unwrap().contains("cannot start"));
+    assert!(
+        run["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot start `/no/such/program`"),
+        "{run}"
+    );
+    assert!(String::from_utf8(server.logs(&id))
+        .unwrap()
+        .contains("cannot start"));
 
     // `run wait` exits by outcome.
     assert_eq!(server.cli(&["run", "wait", &id]).status.code(), Some(10));
@@ -54,52 +93,98 @@ fn stop_kills_the_whole_process_group() {
     let pids = dir.path().join("pids");
     // A run that starts a background child, then ignores TERM: only the
     // group KILL after the grace period ends it.
-    let script = format!("trap '' TERM; sleep 300 & echo $! > {p}; echo $$ >> {p}; echo started; wait", p = pids.display());
+    let script = format!(
+        "trap '' TERM; sleep 300 & echo $! > {p}; echo $$ >> {p}; echo started; wait",
+        p = pids.display()
+    );
     let id = server.submit("stoppable", &["sh", "-c", &script]);
-    wait_for("the run to start", Duration::from_secs(10), || String::from_utf8(server.logs(&id)).unwrap().contains("started").then_some(()));
+    wait_for("the run to start", Duration::from_secs(10), || {
+        String::from_utf8(server.logs(&id))
+            .unwrap()
+            .contains("started")
+            .then_some(())
+    });
 
     let started = Instant::now();
     let stopped = server.cli_json(&["run", "stop", &id]);
     assert_eq!(stopped["stop_requested"], true);
     let run = server.wait_run_end(&id, Duration::from_secs(15));
     assert_eq!(run["state"], "STOPPED", "{run}");
-    assert!(started.elapsed() < Duration::from_secs(8), "stopped within the 2s grace plus slack: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "stopped within the 2s grace plus slack: {:?}",
+        started.elapsed()
+    );
     for pid in std::fs::read_to_string(&pids).unwrap().lines() {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "process {pid} survived the stop");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+            "process {pid} survived the stop"
+        );
     }
-    assert!(String::from_utf8(server.logs(&id)).unwrap().contains("stopping the run"));
+    assert!(String::from_utf8(server.logs(&id))
+        .unwrap()
+        .contains("stopping the run"));
 
     // Stopping a queued run cancels it; stopping an ended run is a conflict.
     drop(launcher);
     let queued = server.submit("stoppable", &["true"]);
-    assert_eq!(server.cli_json(&["run", "stop", &queued])["state"], "CANCELED");
+    assert_eq!(
+        server.cli_json(&["run", "stop", &queued])["state"],
+        "CANCELED"
+    );
     let again = server.cli(&["run", "stop", &queued]);
     assert_eq!(again.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already ended"));
 }
 
 fn is_zombie(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
 }
 
 #[test]
 fn run_timeout_and_log_inactivity_timeout_kill_the_run() {
     let server = Server::start();
     let pool = server.create_pool("timeouts");
-    let launcher = Launcher::start(&pool, &[("GANTRY_RUN_TIMEOUT", "2s"), ("GANTRY_LOGS_TIMEOUT", "1h")]);
+    let launcher = Launcher::start(
+        &pool,
+        &[("GANTRY_RUN_TIMEOUT", "2s"), ("GANTRY_LOGS_TIMEOUT", "1h")],
+    );
     launcher.wait_registered();
-    let id = server.submit("timeouts", &["sh", "-c", "while true; do echo tick; sleep 0.2; done"]);
+    let id = server.submit(
+        "timeouts",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+    );
     let run = server.wait_run_end(&id, Duration::from_secs(15));
     assert_eq!(run["state"], "FAILED");
-    assert!(run["reason"].as_str().unwrap().contains("timed out after 2s (GANTRY_RUN_TIMEOUT)"), "{run}");
+    assert!(
+        run["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 2s (GANTRY_RUN_TIMEOUT)"),
+        "{run}"
+    );
     drop(launcher);
 
-    let launcher = Launcher::start(&pool, &[("GANTRY_RUN_TIMEOUT", "1h"), ("GANTRY_LOGS_TIMEOUT", "2s")]);
+    let launcher = Launcher::start(
+        &pool,
+        &[("GANTRY_RUN_TIMEOUT", "1h"), ("GANTRY_LOGS_TIMEOUT", "2s")],
+    );
     launcher.wait_registered();
     let id = server.submit("timeouts", &["sh", "-c", "echo one; sleep 60"]);
     let run = server.wait_run_end(&id, Duration::from_secs(15));
     assert_eq!(run["state"], "FAILED");
-    assert!(run["reason"].as_str().unwrap().contains("printed nothing for 2s (GANTRY_LOGS_TIMEOUT)"), "{run}");
+    assert!(
+        run["reason"]
+            .as_str()
+            .unwrap()
+            .contains("printed nothing for 2s (GANTRY_LOGS_TIMEOUT)"),
+        "{run}"
+    );
     let log = String::from_utf8(server.logs(&id)).unwrap();
-    assert!(log.starts_with("one\n") && log.contains("GANTRY_LOGS_TIMEOUT"), "{log}");
+    assert!(
+        log.starts_with("one\n") && log.contains("GANTRY_LOGS_TIMEOUT"),
+        "{log}"
+    );
 }

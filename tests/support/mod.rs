@@ -40,7 +40,11 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process whose stderr is collected, killed on drop.
@@ -51,7 +55,10 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(mut command: Command) -> Proc {
-        command.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = command.spawn().expect("spawn");
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
@@ -122,16 +129,31 @@ impl Server {
     fn spawn(data_dir: &Path, port: u16, lease_timeout: &str) -> Server {
         let mut command = Command::new(gantry_bin());
         command
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--lease-timeout", lease_timeout])
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--lease-timeout",
+                lease_timeout,
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("GANTRY_LOG_FORMAT", "json");
         let proc = Proc::spawn(command);
         let url = format!("http://127.0.0.1:{port}");
-        let server = Server { proc, url, port, data_dir: data_dir.to_path_buf(), lease_timeout: lease_timeout.into(), _dir: None };
+        let server = Server {
+            proc,
+            url,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            lease_timeout: lease_timeout.into(),
+            _dir: None,
+        };
         wait_for("the server to answer", Duration::from_secs(20), || {
-            reqwest::blocking::get(format!("{}/api/v1/health", server.url)).ok().filter(|r| r.status().is_success())
+            reqwest::blocking::get(format!("{}/api/v1/health", server.url))
+                .ok()
+                .filter(|r| r.status().is_success())
         });
         server
     }
@@ -170,12 +192,24 @@ impl Server {
     }
 
     pub fn http(&self) -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
     }
 
     pub fn api_get(&self, path: &str) -> Value {
-        let response = self.http().get(format!("{}/api/v1{path}", self.url)).bearer_auth(ADMIN_TOKEN).send().unwrap();
-        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        let response = self
+            .http()
+            .get(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
         response.json().unwrap()
     }
 
@@ -187,7 +221,11 @@ impl Server {
         let mut args = vec!["run", "submit", "--pool", pool, "--output", "json", "--"];
         args.extend(command);
         let output = self.cli(&args);
-        assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let run: Value = serde_json::from_slice(&output.stdout).unwrap();
         run["id"].as_str().unwrap().to_string()
     }
@@ -197,7 +235,9 @@ impl Server {
         wait_for(&format!("run {id} to end"), timeout, || {
             let run = self.run(id);
             let state = run["state"].as_str().unwrap().to_string();
-            ["FINISHED", "FAILED", "STOPPED", "CANCELED", "DISCARDED"].contains(&state.as_str()).then_some(run)
+            ["FINISHED", "FAILED", "STOPPED", "CANCELED", "DISCARDED"]
+                .contains(&state.as_str())
+                .then_some(run)
         })
     }
 
@@ -211,7 +251,11 @@ impl Server {
     /// The whole log of a run, read the way `gantry run logs` does.
     pub fn logs(&self, id: &str) -> Vec<u8> {
         let output = self.cli(&["run", "logs", id]);
-        assert!(output.status.success(), "logs failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "logs failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         output.stdout
     }
 
@@ -279,11 +323,20 @@ impl Launcher {
         for (k, v) in env {
             command.env(k, v);
         }
-        Launcher { proc: Proc::spawn(command), work_dir: work_dir.to_path_buf(), _dir: None }
+        Launcher {
+            proc: Proc::spawn(command),
+            work_dir: work_dir.to_path_buf(),
+            _dir: None,
+        }
     }
 
     pub fn wait_registered(&self) {
-        wait_for("the launcher to register", Duration::from_secs(20), || self.proc.log().contains("registered; waiting for runs").then_some(()));
+        wait_for("the launcher to register", Duration::from_secs(20), || {
+            self.proc
+                .log()
+                .contains("registered; waiting for runs")
+                .then_some(())
+        });
     }
 }
 
@@ -294,7 +347,8 @@ pub fn launcher_exit(pool: Option<&Pool>, env: &[(&str, &str)]) -> (i32, String)
         Some(pool) => Launcher::command(pool, &dir.path().join("work")),
         None => {
             let mut c = Command::new(launcher_bin());
-            c.env_clear().env("GANTRY_WORK_DIR", dir.path().join("work"));
+            c.env_clear()
+                .env("GANTRY_WORK_DIR", dir.path().join("work"));
             c
         }
     };
@@ -302,12 +356,19 @@ pub fn launcher_exit(pool: Option<&Pool>, env: &[(&str, &str)]) -> (i32, String)
         command.env(k, v);
     }
     let output = command.output().unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).to_string())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
 }
 
 /// CI must not skip: a missing tool is a failure there.
 pub fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{tool} is required under CI=true; run scripts/install-test-deps.sh");

@@ -19,7 +19,10 @@ pub struct Api {
 impl Api {
     pub fn new(url: &str, token: Option<String>) -> Result<Api, Failure> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(Failure::new(exit::USAGE, format!("GANTRY_URL {url:?} is not an http(s) URL, e.g. http://127.0.0.1:8080")));
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("GANTRY_URL {url:?} is not an http(s) URL, e.g. http://127.0.0.1:8080"),
+            ));
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("gantry-cli/", env!("CARGO_PKG_VERSION")))
@@ -27,7 +30,12 @@ impl Api {
             .build()
             .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
         let url = url.trim_end_matches('/').to_string();
-        Ok(Api { http, base: format!("{url}{}", gantry_wire::API_PREFIX), url, token })
+        Ok(Api {
+            http,
+            base: format!("{url}{}", gantry_wire::API_PREFIX),
+            url,
+            token,
+        })
     }
 
     pub fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, Failure> {
@@ -37,7 +45,11 @@ impl Api {
                 "GANTRY_API_TOKEN is not set; use the admin token the server printed at first start",
             ));
         };
-        Ok(self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token).timeout(Duration::from_secs(60)))
+        Ok(self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(60)))
     }
 
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, Failure> {
@@ -48,7 +60,13 @@ impl Api {
                 text.push_str(&format!(": {cause}"));
                 source = cause.source();
             }
-            Failure::new(exit::UNREACHABLE, format!("cannot reach the control plane at {} (GANTRY_URL): {text}", self.url))
+            Failure::new(
+                exit::UNREACHABLE,
+                format!(
+                    "cannot reach the control plane at {} (GANTRY_URL): {text}",
+                    self.url
+                ),
+            )
         })?;
         if response.status().is_success() {
             return Ok(response);
@@ -60,7 +78,13 @@ impl Api {
                 Some(field) => format!("{} [{}: {}]", body.error.message, body.error.code, field),
                 None => format!("{} [{}]", body.error.message, body.error.code),
             },
-            Err(_) => format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()),
+            Err(_) => format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ),
         };
         let code = match status {
             StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => exit::USAGE,
@@ -72,26 +96,53 @@ impl Api {
         Err(Failure::new(code, message))
     }
 
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, Failure> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, Failure> {
         let response = self.send(self.request(method, path)?).await?;
         decode(response).await
     }
 
-    pub async fn call_with<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, Failure> {
+    pub async fn call_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
         let response = self.send(self.request(method, path)?.json(body)).await?;
         decode(response).await
     }
 }
 
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
-    let bytes = response.bytes().await.map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
-    let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
-    serde_json::from_slice(bytes).map_err(|e| Failure::new(exit::ERROR, format!("unexpected answer from the control plane: {e}")))
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
+    let bytes = if bytes.is_empty() {
+        &b"null"[..]
+    } else {
+        &bytes[..]
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        Failure::new(
+            exit::ERROR,
+            format!("unexpected answer from the control plane: {e}"),
+        )
+    })
 }
 
 /// Path segments are IDs and names; keep them from breaking the URL.
 pub fn segment(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c.to_string() } else { format!("%{:02X}", c as u32 & 0xff) })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c.to_string()
+            } else {
+                format!("%{:02X}", c as u32 & 0xff)
+            }
+        })
         .collect()
 }

@@ -36,11 +36,23 @@ Exit codes: 0 success; 1 unexpected error; 2 invalid usage or input; 3 not found
 #[command(name = "gantry", version, about = "Gantry: self-hosted worker pools for infrastructure-as-code runs", long_about = LONG_ABOUT)]
 pub struct Cli {
     /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value = "text", env = "GANTRY_OUTPUT")]
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GANTRY_OUTPUT"
+    )]
     output: OutputFormat,
 
     /// The control plane's URL.
-    #[arg(long, global = true, env = "GANTRY_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     url: String,
 
     /// An API token (printed by the server at first start).
@@ -75,7 +87,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure { code, message: message.into() }
+        Failure {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -98,9 +113,16 @@ pub mod exit {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
     let result = runtime.block_on(async {
-        let ctx = commands::Context { output: cli.output, url: cli.url, api_token: cli.api_token };
+        let ctx = commands::Context {
+            output: cli.output,
+            url: cli.url,
+            api_token: cli.api_token,
+        };
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
             Command::Pool(command) => commands::pool::run(&ctx, command).await,

@@ -15,7 +15,10 @@ pub enum OutputFormat {
 }
 
 pub fn json<T: Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("output serialises"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serialises")
+    );
 }
 
 /// Errors go to stderr; in JSON mode as `{"error": {"code", "message"}}`.
@@ -25,7 +28,11 @@ pub fn error(format: OutputFormat, failure: &Failure) {
             "{}",
             serde_json::json!({"error": {"exit_code": failure.code, "message": failure.message}})
         ),
-        OutputFormat::Text => eprintln!("{}: {}", paint("error", Color::Red, stderr_colored()), failure.message),
+        OutputFormat::Text => eprintln!(
+            "{}: {}",
+            paint("error", Color::Red, stderr_colored()),
+            failure.message
+        ),
     }
 }
 

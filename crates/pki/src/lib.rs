@@ -12,7 +12,9 @@
 use std::str::FromStr;
 
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
@@ -64,19 +66,31 @@ impl PoolPublicKey {
         if spki.algorithm.oid.to_string() != OID_RSA_ENCRYPTION {
             return Err(PkiError::CsrNotRsa);
         }
-        let spki_der = spki.to_der().map_err(|e| PkiError::CsrNotPem(e.to_string()))?;
+        let spki_der = spki
+            .to_der()
+            .map_err(|e| PkiError::CsrNotPem(e.to_string()))?;
         let key = RsaPublicKey::from_public_key_der(&spki_der).map_err(|_| PkiError::CsrNotRsa)?;
         let bits = key.size() * 8;
         if bits < MIN_RSA_BITS {
             return Err(PkiError::KeyTooSmall(bits));
         }
-        let signed = csr.info.to_der().map_err(|e| PkiError::CsrNotPem(e.to_string()))?;
-        let signature = Signature::try_from(csr.signature.raw_bytes()).map_err(|_| PkiError::CsrSignature)?;
+        let signed = csr
+            .info
+            .to_der()
+            .map_err(|e| PkiError::CsrNotPem(e.to_string()))?;
+        let signature =
+            Signature::try_from(csr.signature.raw_bytes()).map_err(|_| PkiError::CsrSignature)?;
         let algorithm = csr.algorithm.oid.to_string();
         let verified = match algorithm.as_str() {
-            OID_SHA256_WITH_RSA => VerifyingKey::<Sha256>::new(key.clone()).verify(&signed, &signature),
-            OID_SHA384_WITH_RSA => VerifyingKey::<Sha384>::new(key.clone()).verify(&signed, &signature),
-            OID_SHA512_WITH_RSA => VerifyingKey::<Sha512>::new(key.clone()).verify(&signed, &signature),
+            OID_SHA256_WITH_RSA => {
+                VerifyingKey::<Sha256>::new(key.clone()).verify(&signed, &signature)
+            }
+            OID_SHA384_WITH_RSA => {
+                VerifyingKey::<Sha384>::new(key.clone()).verify(&signed, &signature)
+            }
+            OID_SHA512_WITH_RSA => {
+                VerifyingKey::<Sha512>::new(key.clone()).verify(&signed, &signature)
+            }
             other => return Err(PkiError::CsrAlgorithm(other.to_string())),
         };
         verified.map_err(|_| PkiError::CsrSignature)?;
@@ -85,17 +99,23 @@ impl PoolPublicKey {
 
     /// From the SubjectPublicKeyInfo PEM the server stores.
     pub fn from_public_key_pem(pem: &str) -> Result<PoolPublicKey, PkiError> {
-        let key = RsaPublicKey::from_public_key_pem(pem).map_err(|e| PkiError::CsrNotPem(e.to_string()))?;
+        let key = RsaPublicKey::from_public_key_pem(pem)
+            .map_err(|e| PkiError::CsrNotPem(e.to_string()))?;
         Ok(PoolPublicKey { key })
     }
 
     pub fn to_public_key_pem(&self) -> String {
-        self.key.to_public_key_pem(LineEnding::LF).expect("an RSA public key always encodes")
+        self.key
+            .to_public_key_pem(LineEnding::LF)
+            .expect("an RSA public key always encodes")
     }
 
     /// SHA-256 of the SubjectPublicKeyInfo DER, lower-case hex.
     pub fn fingerprint(&self) -> String {
-        let der = self.key.to_public_key_der().expect("an RSA public key always encodes");
+        let der = self
+            .key
+            .to_public_key_der()
+            .expect("an RSA public key always encodes");
         hex::encode(Sha256::digest(der.as_bytes()))
     }
 
@@ -104,7 +124,9 @@ impl PoolPublicKey {
         let Ok(signature) = Signature::try_from(signature) else {
             return false;
         };
-        VerifyingKey::<Sha256>::new(self.key.clone()).verify(message, &signature).is_ok()
+        VerifyingKey::<Sha256>::new(self.key.clone())
+            .verify(message, &signature)
+            .is_ok()
     }
 
     pub fn rsa(&self) -> &RsaPublicKey {
@@ -141,11 +163,15 @@ impl FromStr for PoolPrivateKey {
 
 impl PoolPrivateKey {
     pub fn public_key(&self) -> PoolPublicKey {
-        PoolPublicKey { key: self.key.to_public_key() }
+        PoolPublicKey {
+            key: self.key.to_public_key(),
+        }
     }
 
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
-        SigningKey::<Sha256>::new(self.key.clone()).sign(message).to_vec()
+        SigningKey::<Sha256>::new(self.key.clone())
+            .sign(message)
+            .to_vec()
     }
 
     pub fn rsa(&self) -> &RsaPrivateKey {
@@ -175,10 +201,14 @@ pub fn generate(bits: usize, common_name: &str) -> Result<GeneratedKey, PkiError
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
         .collect();
-    let subject = Name::from_str(&format!("CN={}", if cn.is_empty() { "gantry-pool" } else { &cn }))
-        .map_err(|e| PkiError::Generate(e.to_string()))?;
+    let subject = Name::from_str(&format!(
+        "CN={}",
+        if cn.is_empty() { "gantry-pool" } else { &cn }
+    ))
+    .map_err(|e| PkiError::Generate(e.to_string()))?;
     let signer = SigningKey::<Sha256>::new(key);
-    let builder = RequestBuilder::new(subject, &signer).map_err(|e| PkiError::Generate(e.to_string()))?;
+    let builder =
+        RequestBuilder::new(subject, &signer).map_err(|e| PkiError::Generate(e.to_string()))?;
     let csr = builder
         .build::<Signature>()
         .map_err(|e| PkiError::Generate(e.to_string()))?;
@@ -187,8 +217,14 @@ pub fn generate(bits: usize, common_name: &str) -> Result<GeneratedKey, PkiError
         .map_err(|e| PkiError::Generate(e.to_string()))?;
     // A round trip through our own parser guarantees the server accepts it.
     PoolPublicKey::from_csr_pem(&csr_pem)?;
-    let _ = CertReq::from_der(&csr.to_der().map_err(|e| PkiError::Generate(e.to_string()))?);
-    Ok(GeneratedKey { private_key_pem, csr_pem })
+    let _ = CertReq::from_der(
+        &csr.to_der()
+            .map_err(|e| PkiError::Generate(e.to_string()))?,
+    );
+    Ok(GeneratedKey {
+        private_key_pem,
+        csr_pem,
+    })
 }
 
 #[cfg(test)]
@@ -220,12 +256,21 @@ mod tests {
         let other_csr = CertReq::from_pem(other.csr_pem.as_bytes()).unwrap();
         csr.info.public_key = other_csr.info.public_key;
         let pem = csr.to_pem(LineEnding::LF).unwrap();
-        assert!(matches!(PoolPublicKey::from_csr_pem(&pem), Err(PkiError::CsrSignature)));
+        assert!(matches!(
+            PoolPublicKey::from_csr_pem(&pem),
+            Err(PkiError::CsrSignature)
+        ));
     }
 
     #[test]
     fn garbage_is_named() {
-        assert!(matches!(PoolPublicKey::from_csr_pem("hello"), Err(PkiError::CsrNotPem(_))));
-        assert!(matches!("hello".parse::<PoolPrivateKey>(), Err(PkiError::PrivateKeyNotPem(_))));
+        assert!(matches!(
+            PoolPublicKey::from_csr_pem("hello"),
+            Err(PkiError::CsrNotPem(_))
+        ));
+        assert!(matches!(
+            "hello".parse::<PoolPrivateKey>(),
+            Err(PkiError::PrivateKeyNotPem(_))
+        ));
     }
 }

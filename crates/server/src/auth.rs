@@ -22,12 +22,19 @@ pub fn hash_secret(secret: &str) -> String {
 pub fn new_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// Compares two hashes in constant time.
 pub fn hashes_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// At first start, installs `GANTRY_ADMIN_TOKEN`, or generates a token and
@@ -41,12 +48,16 @@ pub async fn ensure_admin_token(store: &dyn Store, from_env: Option<&str>) -> an
             if token.len() < 16 {
                 anyhow::bail!("GANTRY_ADMIN_TOKEN is {} characters long; use at least 16 (e.g. `openssl rand -hex 32`)", token.len());
             }
-            store.insert_api_token("admin", &hash_secret(token), now_ms()).await?;
+            store
+                .insert_api_token("admin", &hash_secret(token), now_ms())
+                .await?;
             tracing::info!("admin API token installed from GANTRY_ADMIN_TOKEN");
         }
         None => {
             let token = new_secret("gantry_api_");
-            store.insert_api_token("admin", &hash_secret(&token), now_ms()).await?;
+            store
+                .insert_api_token("admin", &hash_secret(&token), now_ms())
+                .await?;
             // Printed to stderr once, never logged: this is its only copy.
             eprintln!("\nAdmin API token (shown once, store it now):\n\n    {token}\n\nUse it with: export GANTRY_API_TOKEN={token}\n");
         }
@@ -55,8 +66,14 @@ pub async fn ensure_admin_token(store: &dyn Store, from_env: Option<&str>) -> an
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim())
 }
 
@@ -76,10 +93,14 @@ impl FromRequestParts<AppState> for User {
             ));
         };
         match state.store.find_api_token(&hash_secret(token)).await? {
-            Some(record) => Ok(User { token_id: record.id }),
+            Some(record) => Ok(User {
+                token_id: record.id,
+            }),
             None => {
                 tracing::warn!(path = %parts.uri.path(), "rejected an unknown or revoked API token");
-                Err(ApiError::unauthorized("the API token is not valid (unknown or revoked); check GANTRY_API_TOKEN"))
+                Err(ApiError::unauthorized(
+                    "the API token is not valid (unknown or revoked); check GANTRY_API_TOKEN",
+                ))
             }
         }
     }
@@ -94,7 +115,10 @@ pub struct WorkerSession {
 impl FromRequestParts<AppState> for WorkerSession {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<WorkerSession, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<WorkerSession, ApiError> {
         let Some(token) = bearer(parts) else {
             return Err(ApiError::unauthorized("missing worker session token"));
         };

@@ -44,7 +44,11 @@ pub fn run(record: &RunRecord, transitions: &[TransitionRecord]) -> Run {
         updated_at: timestamp(record.updated_at),
         transitions: transitions
             .iter()
-            .map(|t| Transition { state: t.state, at: timestamp(t.at), reason: t.reason.clone() })
+            .map(|t| Transition {
+                state: t.state,
+                at: timestamp(t.at),
+                reason: t.reason.clone(),
+            })
             .collect(),
     }
 }

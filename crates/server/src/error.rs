@@ -17,11 +17,19 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), field: None, details: None }
+        ApiError {
+            code,
+            message: message.into(),
+            field: None,
+            details: None,
+        }
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-        ApiError { field: Some(field.to_string()), ..ApiError::new(ErrorCode::InvalidInput, message) }
+        ApiError {
+            field: Some(field.to_string()),
+            ..ApiError::new(ErrorCode::InvalidInput, message)
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
@@ -62,7 +70,8 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.as_str().to_string(),

@@ -32,14 +32,20 @@ pub use state::AppState;
 /// Opens the store, makes sure an admin token exists, and serves until
 /// SIGINT or SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("--data-dir {}: cannot create the directory", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "--data-dir {}: cannot create the directory",
+            config.data_dir.display()
+        )
+    })?;
     raise_open_file_limit();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("--data-dir {}: cannot open the database", config.data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&config.data_dir).await.with_context(|| {
+            format!(
+                "--data-dir {}: cannot open the database",
+                config.data_dir.display()
+            )
+        })?);
     auth::ensure_admin_token(store.as_ref(), config.admin_token.as_deref()).await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -57,7 +63,9 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     // Long-polls hold connections for up to the poll wait; graceful shutdown
     // would wait for all of them, so cap it.
     let shutdown = shutdown_signal();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 

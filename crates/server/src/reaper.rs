@@ -8,7 +8,8 @@ use crate::state::{now_ms, AppState};
 
 pub async fn run(state: AppState) {
     // Check often enough that a run fails within ~5% of the lease timeout.
-    let period = (state.config.lease_timeout / 20).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let period =
+        (state.config.lease_timeout / 20).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -56,7 +56,12 @@ impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore> Store for T 
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     async fn count_api_tokens(&self) -> Result<i64>;
-    async fn insert_api_token(&self, name: &str, token_hash: &str, now: i64) -> Result<ApiTokenRecord>;
+    async fn insert_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<ApiTokenRecord>;
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>>;
 }
 
@@ -80,7 +85,12 @@ pub trait PoolStore: Send + Sync + 'static {
 pub trait WorkerStore: Send + Sync + 'static {
     /// Records a registration nonce; false if it was already used.
     async fn use_nonce(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool>;
-    async fn register_worker(&self, worker: &NewWorker, session: &NewSession, now: i64) -> Result<WorkerRecord>;
+    async fn register_worker(
+        &self,
+        worker: &NewWorker,
+        session: &NewSession,
+        now: i64,
+    ) -> Result<WorkerRecord>;
     async fn add_session(&self, session: &NewSession, now: i64) -> Result<()>;
     /// The live session for a token hash: unexpired, of a worker still
     /// registered, made under the pool's current generation.
@@ -89,7 +99,11 @@ pub trait WorkerStore: Send + Sync + 'static {
     async fn set_worker_drain(&self, worker_id: &str, drain: bool) -> Result<WorkerRecord>;
     async fn deregister_worker(&self, worker_id: &str, now: i64) -> Result<()>;
     async fn find_worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>>;
-    async fn list_workers(&self, pool_id: Option<&str>, include_gone: bool) -> Result<Vec<WorkerRecord>>;
+    async fn list_workers(
+        &self,
+        pool_id: Option<&str>,
+        include_gone: bool,
+    ) -> Result<Vec<WorkerRecord>>;
 }
 
 #[async_trait]
@@ -97,22 +111,54 @@ pub trait RunStore: Send + Sync + 'static {
     /// Inserts a run, QUEUED then READY.
     async fn insert_run(&self, run: &NewRun, now: i64) -> Result<RunRecord>;
     /// Leases up to `max` READY runs of the pool to the worker, oldest first.
-    async fn claim_runs(&self, pool_id: &str, worker_id: &str, max: u32, lease_expires_at: i64, now: i64) -> Result<Vec<RunRecord>>;
+    async fn claim_runs(
+        &self,
+        pool_id: &str,
+        worker_id: &str,
+        max: u32,
+        lease_expires_at: i64,
+        now: i64,
+    ) -> Result<Vec<RunRecord>>;
     /// Extends the leases the worker still holds; reports the others.
-    async fn renew_leases(&self, worker_id: &str, held: &[HeldLeaseRef], lease_expires_at: i64, now: i64) -> Result<LeaseRenewal>;
+    async fn renew_leases(
+        &self,
+        worker_id: &str,
+        held: &[HeldLeaseRef],
+        lease_expires_at: i64,
+        now: i64,
+    ) -> Result<LeaseRenewal>;
     /// Leased runs of the worker on which a user asked for a stop.
     async fn stop_requests(&self, worker_id: &str) -> Result<Vec<String>>;
     /// The worker moved the run to a new phase (fenced by the lease).
-    async fn report_state(&self, run_id: &str, lease_id: &str, state: RunState, now: i64) -> Result<RunRecord>;
+    async fn report_state(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        state: RunState,
+        now: i64,
+    ) -> Result<RunRecord>;
     /// Ends a leased run (fenced by the lease).
-    async fn finish_run(&self, run_id: &str, lease_id: &str, end: &RunEnd, now: i64) -> Result<RunRecord>;
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        end: &RunEnd,
+        now: i64,
+    ) -> Result<RunRecord>;
     /// A queued run is CANCELED at once; a leased one is flagged for its worker.
     async fn request_stop(&self, run_id: &str, now: i64) -> Result<RunRecord>;
     /// Fails every leased run whose lease expired before `now`.
     async fn expire_leases(&self, now: i64) -> Result<Vec<RunRecord>>;
     /// Fails a run its launcher reported as orphaned by a restart, if that
     /// launcher's pool still holds it under `lease_id`.
-    async fn fail_orphaned_run(&self, pool_id: &str, run_id: &str, lease_id: &str, reason: &str, now: i64) -> Result<Option<RunRecord>>;
+    async fn fail_orphaned_run(
+        &self,
+        pool_id: &str,
+        run_id: &str,
+        lease_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<RunRecord>>;
     async fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
     async fn run_transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>>;
@@ -120,9 +166,20 @@ pub trait RunStore: Send + Sync + 'static {
 
 #[async_trait]
 pub trait LogStore: Send + Sync + 'static {
-    async fn put_log_chunk(&self, run_id: &str, lease_id: &str, seq: u64, data: &[u8]) -> Result<ChunkWrite>;
+    async fn put_log_chunk(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        seq: u64,
+        data: &[u8],
+    ) -> Result<ChunkWrite>;
     /// Chunks from `from_seq` on, in order and without gaps, up to about `max_bytes`.
-    async fn read_log_chunks(&self, run_id: &str, from_seq: u64, max_bytes: usize) -> Result<Vec<LogChunk>>;
+    async fn read_log_chunks(
+        &self,
+        run_id: &str,
+        from_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LogChunk>>;
     /// The sequence numbers below `count` not yet stored.
     async fn missing_log_chunks(&self, run_id: &str, count: u64) -> Result<Vec<u64>>;
 }

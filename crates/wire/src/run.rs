@@ -98,10 +98,7 @@ impl RunState {
     pub const fn is_worker_phase(self) -> bool {
         matches!(
             self,
-            RunState::Preparing
-                | RunState::Initializing
-                | RunState::Planning
-                | RunState::Applying
+            RunState::Preparing | RunState::Initializing | RunState::Planning | RunState::Applying
         )
     }
 }
@@ -132,9 +129,14 @@ impl RunType {
     }
 
     pub fn parse(s: &str) -> Option<RunType> {
-        [RunType::Task, RunType::Proposed, RunType::Tracked, RunType::Destroy]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        [
+            RunType::Task,
+            RunType::Proposed,
+            RunType::Tracked,
+            RunType::Destroy,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 

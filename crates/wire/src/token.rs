@@ -99,10 +99,19 @@ mod tests {
     #[test]
     fn names_the_broken_layer() {
         assert_eq!(PoolToken::decode(" "), Err(TokenError::Empty));
-        assert!(matches!(PoolToken::decode("!!!"), Err(TokenError::Base64(_))));
-        assert!(matches!(PoolToken::decode("aGVsbG8="), Err(TokenError::Json(_))));
+        assert!(matches!(
+            PoolToken::decode("!!!"),
+            Err(TokenError::Base64(_))
+        ));
+        assert!(matches!(
+            PoolToken::decode("aGVsbG8="),
+            Err(TokenError::Json(_))
+        ));
         let mut t = sample();
         t.credential = String::new();
-        assert_eq!(PoolToken::decode(&t.encode()), Err(TokenError::MissingField("credential")));
+        assert_eq!(
+            PoolToken::decode(&t.encode()),
+            Err(TokenError::MissingField("credential"))
+        );
     }
 }

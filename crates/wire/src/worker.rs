@@ -163,4 +163,3 @@ pub struct FinishRun {
     /// server refuses to finish while any is missing, so no log is lost.
     pub log_chunks: u64,
 }
-

@@ -77,15 +77,35 @@ struct TokenOutput<'a> {
 }
 
 fn read_csr(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| Failure::new(exit::USAGE, format!("--csr {}: cannot read the file: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("--csr {}: cannot read the file: {e}", path.display()),
+        )
+    })
 }
 
 pub async fn run(ctx: &Context, command: PoolCommand) -> Result<u8, Failure> {
     match command {
-        PoolCommand::Keygen { out_dir, name, force } => keygen(ctx, &out_dir, &name, force).await,
-        PoolCommand::Create { name, csr, description } => {
-            let request = CreatePool { name, csr: read_csr(&csr)?, description };
-            let created: PoolWithToken = ctx.api()?.call_with(Method::POST, "/pools", &request).await?;
+        PoolCommand::Keygen {
+            out_dir,
+            name,
+            force,
+        } => keygen(ctx, &out_dir, &name, force).await,
+        PoolCommand::Create {
+            name,
+            csr,
+            description,
+        } => {
+            let request = CreatePool {
+                name,
+                csr: read_csr(&csr)?,
+                description,
+            };
+            let created: PoolWithToken = ctx
+                .api()?
+                .call_with(Method::POST, "/pools", &request)
+                .await?;
             print_token(ctx, &created);
             Ok(exit::OK)
         }
@@ -96,30 +116,59 @@ pub async fn run(ctx: &Context, command: PoolCommand) -> Result<u8, Failure> {
             } else {
                 let rows = pools
                     .iter()
-                    .map(|p| vec![p.id.clone(), p.name.clone(), p.workers.to_string(), p.queued_runs.to_string(), p.created_at.clone()])
+                    .map(|p| {
+                        vec![
+                            p.id.clone(),
+                            p.name.clone(),
+                            p.workers.to_string(),
+                            p.queued_runs.to_string(),
+                            p.created_at.clone(),
+                        ]
+                    })
                     .collect();
                 table(&["ID", "NAME", "WORKERS", "QUEUED", "CREATED"], rows, None);
             }
             Ok(exit::OK)
         }
         PoolCommand::Show { pool } => {
-            let pool: Pool = ctx.api()?.call(Method::GET, &format!("/pools/{}", segment(&pool))).await?;
+            let pool: Pool = ctx
+                .api()?
+                .call(Method::GET, &format!("/pools/{}", segment(&pool)))
+                .await?;
             print_pool(ctx, &pool);
             Ok(exit::OK)
         }
         PoolCommand::Reset { pool, csr } => {
-            let request = ResetPool { csr: read_csr(&csr)? };
-            let reset: PoolWithToken = ctx.api()?.call_with(Method::POST, &format!("/pools/{}/reset", segment(&pool)), &request).await?;
+            let request = ResetPool {
+                csr: read_csr(&csr)?,
+            };
+            let reset: PoolWithToken = ctx
+                .api()?
+                .call_with(
+                    Method::POST,
+                    &format!("/pools/{}/reset", segment(&pool)),
+                    &request,
+                )
+                .await?;
             print_token(ctx, &reset);
             Ok(exit::OK)
         }
         PoolCommand::Cycle { pool } => {
-            let pool: Pool = ctx.api()?.call(Method::POST, &format!("/pools/{}/cycle", segment(&pool))).await?;
+            let pool: Pool = ctx
+                .api()?
+                .call(Method::POST, &format!("/pools/{}/cycle", segment(&pool)))
+                .await?;
             print_pool(ctx, &pool);
             Ok(exit::OK)
         }
         PoolCommand::Delete { pool, force } => {
-            let _: Option<()> = ctx.api()?.call(Method::DELETE, &format!("/pools/{}?force={force}", segment(&pool))).await?;
+            let _: Option<()> = ctx
+                .api()?
+                .call(
+                    Method::DELETE,
+                    &format!("/pools/{}?force={force}", segment(&pool)),
+                )
+                .await?;
             if ctx.json() {
                 json(&serde_json::json!({"deleted": pool}));
             } else {
@@ -135,20 +184,32 @@ async fn keygen(ctx: &Context, out_dir: &Path, name: &str, force: bool) -> Resul
     let csr_path = out_dir.join("pool.csr");
     for path in [&key_path, &csr_path] {
         if path.exists() && !force {
-            return Err(Failure::new(exit::CONFLICT, format!("{} already exists; pass --force to overwrite it", path.display())));
+            return Err(Failure::new(
+                exit::CONFLICT,
+                format!(
+                    "{} already exists; pass --force to overwrite it",
+                    path.display()
+                ),
+            ));
         }
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| Failure::new(exit::ERROR, format!("--out-dir {}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| Failure::new(exit::ERROR, format!("--out-dir {}: {e}", out_dir.display())))?;
     let progress = std::io::stderr().is_terminal() && !ctx.json();
     if progress {
-        eprint!("generating an RSA {}-bit key (a few seconds)… ", gantry_pki::KEYGEN_RSA_BITS);
+        eprint!(
+            "generating an RSA {}-bit key (a few seconds)… ",
+            gantry_pki::KEYGEN_RSA_BITS
+        );
         let _ = std::io::stderr().flush();
     }
     let name = name.to_string();
-    let generated = tokio::task::spawn_blocking(move || gantry_pki::generate(gantry_pki::KEYGEN_RSA_BITS, &name))
-        .await
-        .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?
-        .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
+    let generated = tokio::task::spawn_blocking(move || {
+        gantry_pki::generate(gantry_pki::KEYGEN_RSA_BITS, &name)
+    })
+    .await
+    .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?
+    .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
     if progress {
         eprintln!("done");
     }
@@ -156,10 +217,20 @@ async fn keygen(ctx: &Context, out_dir: &Path, name: &str, force: bool) -> Resul
     std::fs::write(&csr_path, generated.csr_pem.as_bytes())
         .map_err(|e| Failure::new(exit::ERROR, format!("{}: {e}", csr_path.display())))?;
     if ctx.json() {
-        json(&KeygenOutput { private_key: key_path, csr: csr_path });
+        json(&KeygenOutput {
+            private_key: key_path,
+            csr: csr_path,
+        });
     } else {
-        println!("wrote {} (private: keep it, never upload it)", key_path.display());
-        println!("wrote {} (upload it: gantry pool create NAME --csr {})", csr_path.display(), csr_path.display());
+        println!(
+            "wrote {} (private: keep it, never upload it)",
+            key_path.display()
+        );
+        println!(
+            "wrote {} (upload it: gantry pool create NAME --csr {})",
+            csr_path.display(),
+            csr_path.display()
+        );
     }
     Ok(exit::OK)
 }
@@ -174,15 +245,24 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), Failure> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Failure::new(exit::ERROR, format!("{}: {e}", path.display())))?;
-    file.write_all(contents).map_err(|e| Failure::new(exit::ERROR, format!("{}: {e}", path.display())))
+    file.write_all(contents)
+        .map_err(|e| Failure::new(exit::ERROR, format!("{}: {e}", path.display())))
 }
 
 /// The token goes to stdout alone in text mode, so `> pool.token` saves it.
 fn print_token(ctx: &Context, created: &PoolWithToken) {
     if ctx.json() {
-        json(&TokenOutput { id: &created.id, name: &created.name, token: &created.token, pool: &created.pool });
+        json(&TokenOutput {
+            id: &created.id,
+            name: &created.name,
+            token: &created.token,
+            pool: &created.pool,
+        });
     } else {
-        eprintln!("pool {} ({}): token below, shown once; the launcher reads it from GANTRY_TOKEN", created.name, created.id);
+        eprintln!(
+            "pool {} ({}): token below, shown once; the launcher reads it from GANTRY_TOKEN",
+            created.name, created.id
+        );
         println!("{}", created.token);
     }
 }

@@ -63,7 +63,9 @@ pub enum RunCommand {
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
-    let (name, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not K=V"))?;
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not K=V"))?;
     if name.is_empty() {
         return Err(format!("{text:?} has an empty variable name"));
     }
@@ -73,15 +75,29 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 pub async fn run(ctx: &Context, command: RunCommand) -> Result<u8, Failure> {
     let api = ctx.api()?;
     match command {
-        RunCommand::Submit { pool, env, image, wait, command } => {
-            let request = SubmitRun { pool, command, env: env.into_iter().collect::<BTreeMap<_, _>>(), image };
+        RunCommand::Submit {
+            pool,
+            env,
+            image,
+            wait,
+            command,
+        } => {
+            let request = SubmitRun {
+                pool,
+                command,
+                env: env.into_iter().collect::<BTreeMap<_, _>>(),
+                image,
+            };
             let run: Run = api.call_with(Method::POST, "/runs", &request).await?;
             if !wait {
                 if ctx.json() {
                     json(&run);
                 } else {
                     println!("{}", run.id);
-                    eprintln!("run {} queued on pool {}; follow it with: gantry run logs {} -f", run.id, run.pool, run.id);
+                    eprintln!(
+                        "run {} queued on pool {}; follow it with: gantry run logs {} -f",
+                        run.id, run.pool, run.id
+                    );
                 }
                 return Ok(exit::OK);
             }
@@ -93,7 +109,9 @@ pub async fn run(ctx: &Context, command: RunCommand) -> Result<u8, Failure> {
             finish_report(ctx, &run)
         }
         RunCommand::Show { id } => {
-            let run: Run = api.call(Method::GET, &format!("/runs/{}", segment(&id))).await?;
+            let run: Run = api
+                .call(Method::GET, &format!("/runs/{}", segment(&id)))
+                .await?;
             print_run(ctx, &run);
             Ok(exit::OK)
         }
@@ -111,9 +129,21 @@ pub async fn run(ctx: &Context, command: RunCommand) -> Result<u8, Failure> {
             } else {
                 let rows = runs
                     .iter()
-                    .map(|r| vec![r.id.clone(), r.pool.clone(), r.state.to_string(), r.created_at.clone(), r.command.join(" ")])
+                    .map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.pool.clone(),
+                            r.state.to_string(),
+                            r.created_at.clone(),
+                            r.command.join(" "),
+                        ]
+                    })
                     .collect();
-                table(&["ID", "POOL", "STATE", "CREATED", "COMMAND"], rows, Some(2));
+                table(
+                    &["ID", "POOL", "STATE", "CREATED", "COMMAND"],
+                    rows,
+                    Some(2),
+                );
             }
             Ok(exit::OK)
         }
@@ -122,7 +152,9 @@ pub async fn run(ctx: &Context, command: RunCommand) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         RunCommand::Stop { id } => {
-            let run: Run = api.call(Method::POST, &format!("/runs/{}/stop", segment(&id))).await?;
+            let run: Run = api
+                .call(Method::POST, &format!("/runs/{}/stop", segment(&id)))
+                .await?;
             print_run(ctx, &run);
             Ok(exit::OK)
         }
@@ -137,10 +169,26 @@ fn finish_report(ctx: &Context, run: &Run) -> Result<u8, Failure> {
     if ctx.json() {
         json(run);
     } else {
-        let reason = run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-        eprintln!("run {} {}{reason}", run.id, paint(run.state.as_str(), state_color(run.state.as_str()), stderr_colored()));
+        let reason = run
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        eprintln!(
+            "run {} {}{reason}",
+            run.id,
+            paint(
+                run.state.as_str(),
+                state_color(run.state.as_str()),
+                stderr_colored()
+            )
+        );
     }
-    Ok(if run.state == RunState::Finished { exit::OK } else { exit::RUN_UNSUCCESSFUL })
+    Ok(if run.state == RunState::Finished {
+        exit::OK
+    } else {
+        exit::RUN_UNSUCCESSFUL
+    })
 }
 
 /// Streams the log to stdout, chunk by chunk; with `follow`, until the run ends.
@@ -149,13 +197,31 @@ async fn follow_logs(api: &Api, id: &str, follow: bool) -> Result<(), Failure> {
     let mut stdout = std::io::stdout();
     loop {
         let wait = if follow { 20 } else { 0 };
-        let request = api.request(Method::GET, &format!("/runs/{}/logs?from={from}&wait={wait}", segment(id)))?.timeout(Duration::from_secs(60));
+        let request = api
+            .request(
+                Method::GET,
+                &format!("/runs/{}/logs?from={from}&wait={wait}", segment(id)),
+            )?
+            .timeout(Duration::from_secs(60));
         let response = api.send(request).await?;
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let next: u64 = header(gantry_wire::NEXT_SEQ_HEADER).and_then(|v| v.parse().ok()).unwrap_or(from);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let next: u64 = header(gantry_wire::NEXT_SEQ_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(from);
         let complete = header(gantry_wire::LOG_COMPLETE_HEADER).as_deref() == Some("true");
-        let body = response.bytes().await.map_err(|e| Failure::new(exit::UNREACHABLE, e.to_string()))?;
-        stdout.write_all(&body).map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::new(exit::UNREACHABLE, e.to_string()))?;
+        stdout
+            .write_all(&body)
+            .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
         let _ = stdout.flush();
         let advanced = next > from;
         from = next;
@@ -166,11 +232,18 @@ async fn follow_logs(api: &Api, id: &str, follow: bool) -> Result<(), Failure> {
 }
 
 /// Polls the run until it ends, showing state changes on stderr.
-async fn wait_for_end(api: &Api, id: &str, timeout: Option<Duration>, progress: bool) -> Result<Run, Failure> {
+async fn wait_for_end(
+    api: &Api,
+    id: &str,
+    timeout: Option<Duration>,
+    progress: bool,
+) -> Result<Run, Failure> {
     let started = tokio::time::Instant::now();
     let mut last_state = None;
     loop {
-        let run: Run = api.call(Method::GET, &format!("/runs/{}", segment(id))).await?;
+        let run: Run = api
+            .call(Method::GET, &format!("/runs/{}", segment(id)))
+            .await?;
         if progress && last_state != Some(run.state) && !run.state.is_terminal() {
             eprintln!("run {}: {}", run.id, run.state);
         }
@@ -179,7 +252,10 @@ async fn wait_for_end(api: &Api, id: &str, timeout: Option<Duration>, progress: 
             return Ok(run);
         }
         if timeout.is_some_and(|t| started.elapsed() >= t) {
-            return Err(Failure::new(exit::ERROR, format!("run {id} is still {} after the --timeout", run.state)));
+            return Err(Failure::new(
+                exit::ERROR,
+                format!("run {id} is still {} after the --timeout", run.state),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -194,7 +270,10 @@ fn print_run(ctx: &Context, run: &Run) {
     println!("id:        {}", run.id);
     println!("pool:      {}", run.pool);
     println!("type:      {}", run.run_type.as_str());
-    println!("state:     {}", paint(run.state.as_str(), state_color(run.state.as_str()), colored));
+    println!(
+        "state:     {}",
+        paint(run.state.as_str(), state_color(run.state.as_str()), colored)
+    );
     println!("command:   {}", run.command.join(" "));
     if let Some(worker) = &run.worker_id {
         println!("worker:    {worker}");
@@ -207,7 +286,11 @@ fn print_run(ctx: &Context, run: &Run) {
     }
     println!("transitions:");
     for t in &run.transitions {
-        let reason = t.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
+        let reason = t
+            .reason
+            .as_deref()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default();
         println!("  {}  {}{reason}", t.at, t.state);
     }
 }

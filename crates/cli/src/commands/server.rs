@@ -9,10 +9,12 @@ use crate::{exit, Failure};
 
 /// Run the control plane: the API, dispatch, leases, logs, on SQLite.
 #[derive(Debug, Args)]
-#[command(long_about = "Run the control plane: the API, dispatch, leases, logs.\n\n\
+#[command(
+    long_about = "Run the control plane: the API, dispatch, leases, logs.\n\n\
 At first start it creates its SQLite database in --data-dir and an admin API token: the value of\n\
 GANTRY_ADMIN_TOKEN if set, else a generated one printed once. Only its hash is stored.\n\n\
-Stops gracefully on SIGTERM or Ctrl-C.")]
+Stops gracefully on SIGTERM or Ctrl-C."
+)]
 pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, env = "GANTRY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -46,7 +48,8 @@ pub struct ServerArgs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 30s or 2m"))?;
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 30s or 2m"))?;
     if duration < Duration::from_millis(300) {
         return Err("use at least 300ms".into());
     }
@@ -57,7 +60,10 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     init_logging(&args.log_level, args.log_format.as_deref());
     if let Some(url) = &args.public_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(Failure::new(exit::USAGE, format!("--public-url {url:?} is not an http(s) URL")));
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("--public-url {url:?} is not an http(s) URL"),
+            ));
         }
     }
     let mut config = ServerConfig::new(args.listen, args.data_dir);
@@ -65,21 +71,32 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     config.lease_timeout = args.lease_timeout;
     config.launcher_binary = args.launcher_binary;
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN").ok();
-    gantry_server::serve(config).await.map_err(|e| Failure::new(exit::ERROR, format!("{e:#}")))?;
+    gantry_server::serve(config)
+        .await
+        .map_err(|e| Failure::new(exit::ERROR, format!("{e:#}")))?;
     Ok(exit::OK)
 }
 
 fn init_logging(level: &str, format: Option<&str>) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let json = match format {
         Some(f) => f == "json",
         None => !std::io::stderr().is_terminal(),
     };
     if json {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     } else {
-        builder.with_ansi(std::env::var_os("NO_COLOR").is_none()).init();
+        builder
+            .with_ansi(std::env::var_os("NO_COLOR").is_none())
+            .init();
     }
 }

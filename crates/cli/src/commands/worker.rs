@@ -41,23 +41,54 @@ pub async fn run(ctx: &Context, command: WorkerCommand) -> Result<u8, Failure> {
                 let rows = workers
                     .iter()
                     .map(|w| {
-                        let tags = w.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-                        vec![w.id.clone(), w.pool.clone(), w.state.as_str().to_string(), w.version.clone(), w.running.len().to_string(), w.last_seen.clone(), tags]
+                        let tags = w
+                            .tags
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        vec![
+                            w.id.clone(),
+                            w.pool.clone(),
+                            w.state.as_str().to_string(),
+                            w.version.clone(),
+                            w.running.len().to_string(),
+                            w.last_seen.clone(),
+                            tags,
+                        ]
                     })
                     .collect();
-                table(&["ID", "POOL", "STATE", "VERSION", "RUNS", "LAST SEEN", "TAGS"], rows, Some(2));
+                table(
+                    &[
+                        "ID",
+                        "POOL",
+                        "STATE",
+                        "VERSION",
+                        "RUNS",
+                        "LAST SEEN",
+                        "TAGS",
+                    ],
+                    rows,
+                    Some(2),
+                );
             }
         }
         WorkerCommand::Show { id } => {
-            let worker: Worker = api.call(Method::GET, &format!("/workers/{}", segment(&id))).await?;
+            let worker: Worker = api
+                .call(Method::GET, &format!("/workers/{}", segment(&id)))
+                .await?;
             print_worker(ctx, &worker);
         }
         WorkerCommand::Drain { id } => {
-            let worker: Worker = api.call(Method::POST, &format!("/workers/{}/drain", segment(&id))).await?;
+            let worker: Worker = api
+                .call(Method::POST, &format!("/workers/{}/drain", segment(&id)))
+                .await?;
             print_worker(ctx, &worker);
         }
         WorkerCommand::Undrain { id } => {
-            let worker: Worker = api.call(Method::POST, &format!("/workers/{}/undrain", segment(&id))).await?;
+            let worker: Worker = api
+                .call(Method::POST, &format!("/workers/{}/undrain", segment(&id)))
+                .await?;
             print_worker(ctx, &worker);
         }
     }

@@ -46,11 +46,23 @@ pub async fn read_logs(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let run = state.store.find_run(&run_id).await?.ok_or_else(|| ApiError::not_found(format!("run {run_id:?}")))?;
-        let chunks = state.store.read_log_chunks(&run_id, query.from, MAX_READ_BYTES).await?;
+        let run = state
+            .store
+            .find_run(&run_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("run {run_id:?}")))?;
+        let chunks = state
+            .store
+            .read_log_chunks(&run_id, query.from, MAX_READ_BYTES)
+            .await?;
         let next = query.from + chunks.len() as u64;
         let complete = run.state.is_terminal()
-            && (chunks.is_empty() || state.store.read_log_chunks(&run_id, next, 1).await?.is_empty());
+            && (chunks.is_empty()
+                || state
+                    .store
+                    .read_log_chunks(&run_id, next, 1)
+                    .await?
+                    .is_empty());
         if !chunks.is_empty() || complete || tokio::time::Instant::now() >= deadline {
             let mut body = Vec::with_capacity(chunks.iter().map(|c| c.data.len()).sum());
             for chunk in chunks {
@@ -59,9 +71,18 @@ pub async fn read_logs(
             return Ok((
                 [
                     (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                    (header::HeaderName::from_static(gantry_wire::NEXT_SEQ_HEADER), next.to_string()),
-                    (header::HeaderName::from_static(gantry_wire::LOG_COMPLETE_HEADER), complete.to_string()),
-                    (header::HeaderName::from_static("gantry-run-state"), run.state.as_str().to_string()),
+                    (
+                        header::HeaderName::from_static(gantry_wire::NEXT_SEQ_HEADER),
+                        next.to_string(),
+                    ),
+                    (
+                        header::HeaderName::from_static(gantry_wire::LOG_COMPLETE_HEADER),
+                        complete.to_string(),
+                    ),
+                    (
+                        header::HeaderName::from_static("gantry-run-state"),
+                        run.state.as_str().to_string(),
+                    ),
                 ],
                 Body::from(body),
             )

@@ -18,7 +18,11 @@ pub async fn health() -> Json<serde_json::Value> {
 pub async fn version(State(state): State<AppState>, headers: HeaderMap) -> Json<ServerInfo> {
     Json(ServerInfo {
         version: gantry_wire::VERSION.to_string(),
-        launcher_download_url: format!("{}{}/launcher/download", public_url(&state, &headers), gantry_wire::API_PREFIX),
+        launcher_download_url: format!(
+            "{}{}/launcher/download",
+            public_url(&state, &headers),
+            gantry_wire::API_PREFIX
+        ),
     })
 }
 
@@ -43,7 +47,10 @@ pub async fn launcher_download(State(state): State<AppState>) -> ApiResult<Respo
     let bytes = tokio::fs::read(&path).await.map_err(|_| {
         ApiError::new(
             ErrorCode::NotFound,
-            format!("this server has no launcher binary at {}; start it with --launcher-binary", path.display()),
+            format!(
+                "this server has no launcher binary at {}; start it with --launcher-binary",
+                path.display()
+            ),
         )
     })?;
     let sha256 = {
@@ -53,9 +60,15 @@ pub async fn launcher_download(State(state): State<AppState>) -> ApiResult<Respo
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"gantry-launcher\"".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"gantry-launcher\"".to_string(),
+            ),
             (header::HeaderName::from_static("x-gantry-sha256"), sha256),
-            (header::HeaderName::from_static("x-gantry-version"), gantry_wire::VERSION.to_string()),
+            (
+                header::HeaderName::from_static("x-gantry-version"),
+                gantry_wire::VERSION.to_string(),
+            ),
         ],
         Body::from(bytes),
     )
@@ -63,7 +76,10 @@ pub async fn launcher_download(State(state): State<AppState>) -> ApiResult<Respo
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such API route; see /api/v1/openapi.json")
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such API route; see /api/v1/openapi.json",
+    )
 }
 
 /// The URL clients reach this server at: `--public-url`, else the request's host.

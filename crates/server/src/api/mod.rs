@@ -29,7 +29,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(meta::openapi))
         .route("/launcher/download", get(meta::launcher_download))
         .route("/pools", get(pools::list_pools).post(pools::create_pool))
-        .route("/pools/{pool}", get(pools::show_pool).delete(pools::delete_pool))
+        .route(
+            "/pools/{pool}",
+            get(pools::show_pool).delete(pools::delete_pool),
+        )
         .route("/pools/{pool}/reset", post(pools::reset_pool))
         .route("/pools/{pool}/cycle", post(pools::cycle_pool))
         .route("/runs", get(runs::list_runs).post(runs::submit_run))
@@ -45,7 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/worker/heartbeat", post(protocol::heartbeat))
         .route("/worker/deregister", post(protocol::deregister))
         .route("/worker/runs/{run}/state", post(protocol::report_state))
-        .route("/worker/runs/{run}/logs/{seq}", put(protocol::put_log_chunk))
+        .route(
+            "/worker/runs/{run}/logs/{seq}",
+            put(protocol::put_log_chunk),
+        )
         .route("/worker/runs/{run}/finish", post(protocol::finish_run))
         .fallback(meta::not_found);
     Router::new()

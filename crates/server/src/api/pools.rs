@@ -14,8 +14,13 @@ use crate::state::{now_ms, AppState};
 
 /// Pool names go into URLs, file names and Kubernetes labels.
 fn validate_name(name: &str) -> ApiResult<()> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-    let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 63 || !ok_chars || !ok_start {
         return Err(ApiError::invalid(
             "name",
@@ -27,7 +32,8 @@ fn validate_name(name: &str) -> ApiResult<()> {
 
 /// Parses the CSR and mints a fresh credential for it.
 fn new_key(csr: &str) -> ApiResult<(PoolKey, String)> {
-    let public = PoolPublicKey::from_csr_pem(csr).map_err(|e| ApiError::invalid("csr", e.to_string()))?;
+    let public =
+        PoolPublicKey::from_csr_pem(csr).map_err(|e| ApiError::invalid("csr", e.to_string()))?;
     let credential = new_secret("gantry_pool_");
     let key = PoolKey {
         public_key_pem: public.to_public_key_pem(),
@@ -37,7 +43,12 @@ fn new_key(csr: &str) -> ApiResult<(PoolKey, String)> {
     Ok((key, credential))
 }
 
-fn with_token(state: &AppState, headers: &HeaderMap, record: &PoolRecord, credential: String) -> PoolWithToken {
+fn with_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    record: &PoolRecord,
+    credential: String,
+) -> PoolWithToken {
     let token = PoolToken {
         url: super::public_url(state, headers),
         pool_id: record.id.clone(),
@@ -45,11 +56,20 @@ fn with_token(state: &AppState, headers: &HeaderMap, record: &PoolRecord, creden
         key_fingerprint: record.key.key_fingerprint.clone(),
         server_version: gantry_wire::VERSION.to_string(),
     };
-    PoolWithToken { id: record.id.clone(), name: record.name.clone(), token: token.encode(), pool: convert::pool(record) }
+    PoolWithToken {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        token: token.encode(),
+        pool: convert::pool(record),
+    }
 }
 
 pub(crate) async fn find_pool(state: &AppState, pool: &str) -> ApiResult<PoolRecord> {
-    state.store.find_pool(pool).await?.ok_or_else(|| ApiError::not_found(format!("pool {pool:?}")))
+    state
+        .store
+        .find_pool(pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("pool {pool:?}")))
 }
 
 #[utoipa::path(post, path = "/pools", tag = "pools", request_body = CreatePool,
@@ -63,10 +83,17 @@ pub async fn create_pool(
 ) -> ApiResult<(StatusCode, Json<PoolWithToken>)> {
     validate_name(&request.name)?;
     let (key, credential) = new_key(&request.csr)?;
-    let pool = NewPool { name: request.name, description: request.description, key };
+    let pool = NewPool {
+        name: request.name,
+        description: request.description,
+        key,
+    };
     let record = state.store.create_pool(&pool, now_ms()).await?;
     tracing::info!(pool_id = %record.id, name = %record.name, "pool created");
-    Ok((StatusCode::CREATED, Json(with_token(&state, &headers, &record, credential))))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_token(&state, &headers, &record, credential)),
+    ))
 }
 
 #[utoipa::path(get, path = "/pools", tag = "pools", responses((status = 200, body = Vec<Pool>)))]
@@ -77,7 +104,11 @@ pub async fn list_pools(_user: User, State(state): State<AppState>) -> ApiResult
 
 #[utoipa::path(get, path = "/pools/{pool}", tag = "pools", params(("pool" = String, Path, description = "Name or ID")),
     responses((status = 200, body = Pool), (status = 404, body = gantry_wire::error::ErrorBody)))]
-pub async fn show_pool(_user: User, State(state): State<AppState>, Path(pool): Path<String>) -> ApiResult<Json<Pool>> {
+pub async fn show_pool(
+    _user: User,
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+) -> ApiResult<Json<Pool>> {
     Ok(Json(convert::pool(&find_pool(&state, &pool).await?)))
 }
 
@@ -105,7 +136,11 @@ pub async fn reset_pool(
 /// by one with fresh configuration.
 #[utoipa::path(post, path = "/pools/{pool}/cycle", tag = "pools", params(("pool" = String, Path, description = "Name or ID")),
     responses((status = 200, body = Pool)))]
-pub async fn cycle_pool(_user: User, State(state): State<AppState>, Path(pool): Path<String>) -> ApiResult<Json<Pool>> {
+pub async fn cycle_pool(
+    _user: User,
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+) -> ApiResult<Json<Pool>> {
     let record = find_pool(&state, &pool).await?;
     let record = state.store.cycle_pool(&record.id, now_ms()).await?;
     wake_pool_workers(&state, &record.id).await;
@@ -129,7 +164,10 @@ pub async fn delete_pool(
 ) -> ApiResult<StatusCode> {
     let record = find_pool(&state, &pool).await?;
     let workers = state.store.list_workers(Some(&record.id), false).await?;
-    let ended = state.store.delete_pool(&record.id, query.force, now_ms()).await?;
+    let ended = state
+        .store
+        .delete_pool(&record.id, query.force, now_ms())
+        .await?;
     for run_id in &ended {
         state.signals.run_ended(run_id);
     }

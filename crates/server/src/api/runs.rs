@@ -12,12 +12,18 @@ use crate::state::{now_ms, AppState};
 
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 pub(crate) async fn load_run(state: &AppState, run_id: &str) -> ApiResult<Run> {
-    let record = state.store.find_run(run_id).await?.ok_or_else(|| ApiError::not_found(format!("run {run_id:?}")))?;
+    let record = state
+        .store
+        .find_run(run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {run_id:?}")))?;
     let transitions = state.store.run_transitions(run_id).await?;
     Ok(convert::run(&record, &transitions))
 }
@@ -32,7 +38,10 @@ pub async fn submit_run(
     Json(request): Json<SubmitRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
     if request.command.is_empty() || request.command[0].trim().is_empty() {
-        return Err(ApiError::invalid("command", "the command is empty: give the program to run and its arguments"));
+        return Err(ApiError::invalid(
+            "command",
+            "the command is empty: give the program to run and its arguments",
+        ));
     }
     if let Some(bad) = request.env.keys().find(|k| !valid_env_name(k)) {
         return Err(ApiError::invalid(
@@ -41,13 +50,14 @@ pub async fn submit_run(
         ));
     }
     if request.pool.trim().is_empty() {
-        return Err(ApiError::invalid("pool", "no pool given: name the worker pool that should run this"));
+        return Err(ApiError::invalid(
+            "pool",
+            "no pool given: name the worker pool that should run this",
+        ));
     }
-    let pool = state
-        .store
-        .find_pool(&request.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("pool {:?}", request.pool)).with_field("pool"))?;
+    let pool = state.store.find_pool(&request.pool).await?.ok_or_else(|| {
+        ApiError::not_found(format!("pool {:?}", request.pool)).with_field("pool")
+    })?;
     let run = NewRun {
         pool_id: pool.id.clone(),
         run_type: RunType::Task,
@@ -58,7 +68,10 @@ pub async fn submit_run(
     let record = state.store.insert_run(&run, now_ms()).await?;
     state.signals.run_ready(&pool.id);
     tracing::info!(run_id = %record.id, pool = %pool.name, "run queued");
-    Ok((StatusCode::CREATED, Json(load_run(&state, &record.id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(load_run(&state, &record.id).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,7 +86,11 @@ pub struct ListQuery {
            ("state" = Option<String>, Query, description = "Only runs in this state"),
            ("limit" = Option<u32>, Query, description = "At most this many, newest first (default 100)")),
     responses((status = 200, body = Vec<Run>)))]
-pub async fn list_runs(_user: User, State(state): State<AppState>, Query(query): Query<ListQuery>) -> ApiResult<Json<Vec<Run>>> {
+pub async fn list_runs(
+    _user: User,
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Run>>> {
     let pool_id = match &query.pool {
         Some(pool) => Some(super::pools::find_pool(&state, pool).await?.id),
         None => None,
@@ -84,18 +101,29 @@ pub async fn list_runs(_user: User, State(state): State<AppState>, Query(query):
         })?),
         None => None,
     };
-    let filter = RunFilter { pool_id, state: run_state, limit: query.limit.unwrap_or(100) };
+    let filter = RunFilter {
+        pool_id,
+        state: run_state,
+        limit: query.limit.unwrap_or(100),
+    };
     let records = state.store.list_runs(&filter).await?;
     let mut runs = Vec::with_capacity(records.len());
     for record in &records {
-        runs.push(convert::run(record, &state.store.run_transitions(&record.id).await?));
+        runs.push(convert::run(
+            record,
+            &state.store.run_transitions(&record.id).await?,
+        ));
     }
     Ok(Json(runs))
 }
 
 #[utoipa::path(get, path = "/runs/{run}", tag = "runs", params(("run" = String, Path)),
     responses((status = 200, body = Run), (status = 404, body = gantry_wire::error::ErrorBody)))]
-pub async fn show_run(_user: User, State(state): State<AppState>, Path(run): Path<String>) -> ApiResult<Json<Run>> {
+pub async fn show_run(
+    _user: User,
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> ApiResult<Json<Run>> {
     Ok(Json(load_run(&state, &run).await?))
 }
 
@@ -103,7 +131,11 @@ pub async fn show_run(_user: User, State(state): State<AppState>, Path(run): Pat
 /// (TERM, then KILL after a grace period) and ends STOPPED.
 #[utoipa::path(post, path = "/runs/{run}/stop", tag = "runs", params(("run" = String, Path)),
     responses((status = 200, body = Run), (status = 409, body = gantry_wire::error::ErrorBody)))]
-pub async fn stop_run(_user: User, State(state): State<AppState>, Path(run): Path<String>) -> ApiResult<Json<Run>> {
+pub async fn stop_run(
+    _user: User,
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> ApiResult<Json<Run>> {
     let record = state.store.request_stop(&run, now_ms()).await?;
     if record.state.is_terminal() {
         state.signals.run_ended(&record.id);

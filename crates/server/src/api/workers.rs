@@ -24,20 +24,40 @@ fn lease_ms(state: &AppState) -> i64 {
     params(("pool" = Option<String>, Query, description = "Pool name or ID"),
            ("all" = Option<bool>, Query, description = "Include workers that exited")),
     responses((status = 200, body = Vec<Worker>)))]
-pub async fn list_workers(_user: User, State(state): State<AppState>, Query(query): Query<WorkerQuery>) -> ApiResult<Json<Vec<Worker>>> {
+pub async fn list_workers(
+    _user: User,
+    State(state): State<AppState>,
+    Query(query): Query<WorkerQuery>,
+) -> ApiResult<Json<Vec<Worker>>> {
     let pool_id = match &query.pool {
         Some(pool) => Some(super::pools::find_pool(&state, pool).await?.id),
         None => None,
     };
     let now = now_ms();
-    let workers = state.store.list_workers(pool_id.as_deref(), query.all).await?;
-    Ok(Json(workers.iter().map(|w| convert::worker(w, now, lease_ms(&state))).collect()))
+    let workers = state
+        .store
+        .list_workers(pool_id.as_deref(), query.all)
+        .await?;
+    Ok(Json(
+        workers
+            .iter()
+            .map(|w| convert::worker(w, now, lease_ms(&state)))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/workers/{worker}", tag = "workers", params(("worker" = String, Path)),
     responses((status = 200, body = Worker), (status = 404, body = gantry_wire::error::ErrorBody)))]
-pub async fn show_worker(_user: User, State(state): State<AppState>, Path(worker): Path<String>) -> ApiResult<Json<Worker>> {
-    let record = state.store.find_worker(&worker).await?.ok_or_else(|| ApiError::not_found(format!("worker {worker:?}")))?;
+pub async fn show_worker(
+    _user: User,
+    State(state): State<AppState>,
+    Path(worker): Path<String>,
+) -> ApiResult<Json<Worker>> {
+    let record = state
+        .store
+        .find_worker(&worker)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("worker {worker:?}")))?;
     Ok(Json(convert::worker(&record, now_ms(), lease_ms(&state))))
 }
 
@@ -54,12 +74,20 @@ async fn set_drain(state: &AppState, worker: &str, drain: bool) -> ApiResult<Jso
 /// The worker takes no new runs; the ones in flight finish.
 #[utoipa::path(post, path = "/workers/{worker}/drain", tag = "workers", params(("worker" = String, Path)),
     responses((status = 200, body = Worker), (status = 404, body = gantry_wire::error::ErrorBody)))]
-pub async fn drain_worker(_user: User, State(state): State<AppState>, Path(worker): Path<String>) -> ApiResult<Json<Worker>> {
+pub async fn drain_worker(
+    _user: User,
+    State(state): State<AppState>,
+    Path(worker): Path<String>,
+) -> ApiResult<Json<Worker>> {
     set_drain(&state, &worker, true).await
 }
 
 #[utoipa::path(post, path = "/workers/{worker}/undrain", tag = "workers", params(("worker" = String, Path)),
     responses((status = 200, body = Worker), (status = 404, body = gantry_wire::error::ErrorBody)))]
-pub async fn undrain_worker(_user: User, State(state): State<AppState>, Path(worker): Path<String>) -> ApiResult<Json<Worker>> {
+pub async fn undrain_worker(
+    _user: User,
+    State(state): State<AppState>,
+    Path(worker): Path<String>,
+) -> ApiResult<Json<Worker>> {
     set_drain(&state, &worker, false).await
 }

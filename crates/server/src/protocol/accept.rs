@@ -3,7 +3,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::Json;
 use gantry_store::{HeldLeaseRef, NewSession, SessionRecord};
-use gantry_wire::worker::{HeartbeatRequest, HeartbeatResponse, Instructions, PollRequest, PollResponse, RunLease};
+use gantry_wire::worker::{
+    HeartbeatRequest, HeartbeatResponse, Instructions, PollRequest, PollResponse, RunLease,
+};
 
 use crate::auth::{hash_secret, new_secret, WorkerSession};
 use crate::error::{ApiError, ApiResult};
@@ -14,7 +16,9 @@ async fn instructions_for(state: &AppState, session: &SessionRecord) -> ApiResul
         stop: state.store.stop_requests(&session.worker_id).await?,
         abandon: Vec::new(),
         drain: session.drain,
-        exit: session.pool_cycled_at.is_some_and(|cycled| cycled >= session.registered_at),
+        exit: session
+            .pool_cycled_at
+            .is_some_and(|cycled| cycled >= session.registered_at),
     })
 }
 
@@ -40,7 +44,10 @@ pub async fn poll(
 
         let instructions = instructions_for(&state, &record).await?;
         if !instructions.stop.is_empty() || instructions.exit {
-            return Ok(Json(PollResponse { leases: Vec::new(), instructions }));
+            return Ok(Json(PollResponse {
+                leases: Vec::new(),
+                instructions,
+            }));
         }
         let wants_work = request.free_slots > 0 && !instructions.drain;
         let pool_woken = pool_signal.notified();
@@ -51,7 +58,13 @@ pub async fn poll(
             let lease_expires_at = now + state.config.lease_timeout.as_millis() as i64;
             let claimed = state
                 .store
-                .claim_runs(&record.pool_id, &record.worker_id, request.free_slots, lease_expires_at, now)
+                .claim_runs(
+                    &record.pool_id,
+                    &record.worker_id,
+                    request.free_slots,
+                    lease_expires_at,
+                    now,
+                )
                 .await?;
             if !claimed.is_empty() {
                 // More runs may be waiting: pass the wake-up on to the next idle worker.
@@ -71,11 +84,17 @@ pub async fn poll(
                         }
                     })
                     .collect();
-                return Ok(Json(PollResponse { leases, instructions }));
+                return Ok(Json(PollResponse {
+                    leases,
+                    instructions,
+                }));
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok(Json(PollResponse { leases: Vec::new(), instructions }));
+            return Ok(Json(PollResponse {
+                leases: Vec::new(),
+                instructions,
+            }));
         }
         let instructed = tokio::select! {
             _ = &mut worker_woken => true,
@@ -87,11 +106,18 @@ pub async fn poll(
             .store
             .find_session(&session.token_hash, now_ms())
             .await?
-            .ok_or_else(|| ApiError::unauthorized("the worker session ended (the pool was reset or deleted); register again"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "the worker session ended (the pool was reset or deleted); register again",
+                )
+            })?;
         if instructed {
             // Drain, undrain or stop: answer now, the launcher polls again at once.
             let instructions = instructions_for(&state, &record).await?;
-            return Ok(Json(PollResponse { leases: Vec::new(), instructions }));
+            return Ok(Json(PollResponse {
+                leases: Vec::new(),
+                instructions,
+            }));
         }
     }
 }
@@ -109,14 +135,23 @@ pub async fn heartbeat(
     let held: Vec<HeldLeaseRef> = request
         .runs
         .iter()
-        .map(|lease| HeldLeaseRef { run_id: lease.run_id.clone(), lease_id: lease.lease_id.clone() })
+        .map(|lease| HeldLeaseRef {
+            run_id: lease.run_id.clone(),
+            lease_id: lease.lease_id.clone(),
+        })
         .collect();
     let lease_expires_at = now + state.config.lease_timeout.as_millis() as i64;
     if request.draining && !session.record.drain {
-        state.store.set_worker_drain(&session.record.worker_id, true).await?;
+        state
+            .store
+            .set_worker_drain(&session.record.worker_id, true)
+            .await?;
         state.signals.instruct_worker(&session.record.worker_id);
     }
-    let renewal = state.store.renew_leases(&session.record.worker_id, &held, lease_expires_at, now).await?;
+    let renewal = state
+        .store
+        .renew_leases(&session.record.worker_id, &held, lease_expires_at, now)
+        .await?;
     for run_id in &renewal.abandon {
         tracing::warn!(run_id, worker_id = %session.record.worker_id, "worker told to abandon a run it no longer holds");
     }
@@ -128,11 +163,18 @@ pub async fn heartbeat(
     let ttl = state.config.session_ttl.as_millis() as i64;
     let session_token = if session.record.expires_at - now < ttl / 2 {
         let token = new_secret("gantry_session_");
-        let new = NewSession { worker_id: session.record.worker_id.clone(), token_hash: hash_secret(&token), expires_at: now + ttl };
+        let new = NewSession {
+            worker_id: session.record.worker_id.clone(),
+            token_hash: hash_secret(&token),
+            expires_at: now + ttl,
+        };
         state.store.add_session(&new, now).await?;
         Some(token)
     } else {
         None
     };
-    Ok(Json(HeartbeatResponse { instructions, session_token }))
+    Ok(Json(HeartbeatResponse {
+        instructions,
+        session_token,
+    }))
 }

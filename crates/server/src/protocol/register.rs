@@ -33,7 +33,11 @@ pub async fn register(
     Json(request): Json<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
     if !gantry_wire::versions_compatible(gantry_wire::VERSION, &request.version) {
-        let url = format!("{}{}/launcher/download", crate::api::public_url(&state, &headers), gantry_wire::API_PREFIX);
+        let url = format!(
+            "{}{}/launcher/download",
+            crate::api::public_url(&state, &headers),
+            gantry_wire::API_PREFIX
+        );
         return Err(ApiError::new(
             ErrorCode::VersionRefused,
             format!(
@@ -47,7 +51,9 @@ pub async fn register(
     }
     let now = now_ms();
     let pool = state.store.find_pool(&request.pool_id).await?;
-    let Some(pool) = pool.filter(|p| hashes_equal(&p.key.credential_hash, &hash_secret(&request.credential))) else {
+    let Some(pool) =
+        pool.filter(|p| hashes_equal(&p.key.credential_hash, &hash_secret(&request.credential)))
+    else {
         return Err(refused(
             "the pool token is not valid: its pool was deleted, or reset with a new CSR (which replaces the token); \
              use the token from the latest `gantry pool create` or `gantry pool reset`"
@@ -60,9 +66,15 @@ pub async fn register(
             (now - request.timestamp_ms) / 1000
         )));
     }
-    let signature = base64::engine::general_purpose::STANDARD.decode(&request.signature).unwrap_or_default();
-    let public = PoolPublicKey::from_public_key_pem(&pool.key.public_key_pem)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored pool key unreadable: {e}")))?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(&request.signature)
+        .unwrap_or_default();
+    let public = PoolPublicKey::from_public_key_pem(&pool.key.public_key_pem).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("stored pool key unreadable: {e}"),
+        )
+    })?;
     let message = registration_message(&request.pool_id, request.timestamp_ms, &request.nonce);
     if !public.verify(&message, &signature) {
         return Err(refused(
@@ -72,13 +84,24 @@ pub async fn register(
         ));
     }
     let nonce_expiry = now + 2 * MAX_CLOCK_SKEW.as_millis() as i64;
-    if request.nonce.len() < 16 || !state.store.use_nonce(&request.nonce, nonce_expiry, now).await? {
-        return Err(refused("the registration nonce was already used (a replayed registration)".into()));
+    if request.nonce.len() < 16
+        || !state
+            .store
+            .use_nonce(&request.nonce, nonce_expiry, now)
+            .await?
+    {
+        return Err(refused(
+            "the registration nonce was already used (a replayed registration)".into(),
+        ));
     }
 
     for orphan in &request.orphaned_runs {
         let reason = "the launcher restarted while the run was in flight";
-        if let Some(run) = state.store.fail_orphaned_run(&pool.id, &orphan.run_id, &orphan.lease_id, reason, now).await? {
+        if let Some(run) = state
+            .store
+            .fail_orphaned_run(&pool.id, &orphan.run_id, &orphan.lease_id, reason, now)
+            .await?
+        {
             tracing::warn!(run_id = %run.id, "run failed: its launcher restarted");
             state.signals.run_ended(&run.id);
         }
@@ -111,8 +134,14 @@ pub async fn register(
 
 /// The worker leaves: it finished its runs and is exiting.
 #[utoipa::path(post, path = "/worker/deregister", tag = "worker protocol", responses((status = 204)))]
-pub async fn deregister(State(state): State<AppState>, session: WorkerSession) -> ApiResult<axum::http::StatusCode> {
-    state.store.deregister_worker(&session.record.worker_id, now_ms()).await?;
+pub async fn deregister(
+    State(state): State<AppState>,
+    session: WorkerSession,
+) -> ApiResult<axum::http::StatusCode> {
+    state
+        .store
+        .deregister_worker(&session.record.worker_id, now_ms())
+        .await?;
     state.signals.forget_worker(&session.record.worker_id);
     tracing::info!(worker_id = %session.record.worker_id, "worker deregistered");
     Ok(axum::http::StatusCode::NO_CONTENT)

@@ -17,7 +17,10 @@ async fn held_run(state: &AppState, session: &WorkerSession, run_id: &str) -> Ap
     let run = state.store.find_run(run_id).await?;
     match run {
         Some(run) if run.worker_id.as_deref() == Some(session.record.worker_id.as_str()) => Ok(run),
-        _ => Err(ApiError::new(ErrorCode::LeaseLost, "this worker holds no lease on that run; abandon it")),
+        _ => Err(ApiError::new(
+            ErrorCode::LeaseLost,
+            "this worker holds no lease on that run; abandon it",
+        )),
     }
 }
 
@@ -34,10 +37,16 @@ pub async fn report_state(
     if !request.state.is_worker_phase() {
         return Err(ApiError::invalid(
             "state",
-            format!("{} is not a phase a worker reports; use finish to end a run", request.state),
+            format!(
+                "{} is not a phase a worker reports; use finish to end a run",
+                request.state
+            ),
         ));
     }
-    state.store.report_state(&run_id, &request.lease_id, request.state, now_ms()).await?;
+    state
+        .store
+        .report_state(&run_id, &request.lease_id, request.state, now_ms())
+        .await?;
     state.signals.run_changed(&run_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -59,9 +68,15 @@ pub async fn put_log_chunk(
     let lease_id = headers
         .get(gantry_wire::LEASE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header"))?;
+        .ok_or_else(|| {
+            ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header")
+        })?;
     held_run(&state, &session, &run_id).await?;
-    match state.store.put_log_chunk(&run_id, lease_id, seq, &body).await? {
+    match state
+        .store
+        .put_log_chunk(&run_id, lease_id, seq, &body)
+        .await?
+    {
         ChunkWrite::Inserted => {
             state.signals.run_changed(&run_id);
             Ok(StatusCode::CREATED)
@@ -82,11 +97,17 @@ pub async fn finish_run(
     Json(request): Json<FinishRun>,
 ) -> ApiResult<StatusCode> {
     held_run(&state, &session, &run_id).await?;
-    let missing = state.store.missing_log_chunks(&run_id, request.log_chunks).await?;
+    let missing = state
+        .store
+        .missing_log_chunks(&run_id, request.log_chunks)
+        .await?;
     if !missing.is_empty() {
         return Err(ApiError::new(
             ErrorCode::LogsIncomplete,
-            format!("{} log chunk(s) missing; upload them, then finish again", missing.len()),
+            format!(
+                "{} log chunk(s) missing; upload them, then finish again",
+                missing.len()
+            ),
         )
         .with_details(serde_json::json!({ "missing": missing })));
     }
@@ -99,7 +120,10 @@ pub async fn finish_run(
         exit_code: request.exit_code,
         reason: request.reason,
     };
-    let run = state.store.finish_run(&run_id, &request.lease_id, &end, now_ms()).await?;
+    let run = state
+        .store
+        .finish_run(&run_id, &request.lease_id, &end, now_ms())
+        .await?;
     tracing::info!(run_id = %run.id, state = %run.state, exit_code = ?run.exit_code, "run ended");
     state.signals.run_ended(&run_id);
     Ok(StatusCode::NO_CONTENT)

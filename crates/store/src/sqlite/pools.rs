@@ -36,7 +36,8 @@ impl SqliteStore {
             .bind(pool_id)
             .fetch_optional(&self.writer)
             .await?;
-        row.map(|r| pool_from_row(&r)).ok_or_else(|| StoreError::NotFound(format!("pool {pool_id}")))
+        row.map(|r| pool_from_row(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("pool {pool_id}")))
     }
 }
 
@@ -58,13 +59,18 @@ impl PoolStore for SqliteStore {
         .execute(&self.writer)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("a pool named {:?} already exists", pool.name)));
+            return Err(StoreError::Conflict(format!(
+                "a pool named {:?} already exists",
+                pool.name
+            )));
         }
         self.pool_by_id(&id).await
     }
 
     async fn list_pools(&self) -> Result<Vec<PoolRecord>> {
-        let rows = sqlx::query(&format!("{SELECT_POOL} ORDER BY p.name")).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(&format!("{SELECT_POOL} ORDER BY p.name"))
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows.iter().map(pool_from_row).collect())
     }
 
@@ -127,11 +133,26 @@ impl PoolStore for SqliteStore {
         }
         let mut ended = Vec::new();
         for (run_id, state) in pending {
-            let end = if state == "QUEUED" || state == "READY" { "CANCELED" } else { "FAILED" };
-            super::runs::end_run_in_tx(&mut tx, &run_id, end, None, Some("the pool was deleted"), now).await?;
+            let end = if state == "QUEUED" || state == "READY" {
+                "CANCELED"
+            } else {
+                "FAILED"
+            };
+            super::runs::end_run_in_tx(
+                &mut tx,
+                &run_id,
+                end,
+                None,
+                Some("the pool was deleted"),
+                now,
+            )
+            .await?;
             ended.push(run_id);
         }
-        let deleted = sqlx::query("DELETE FROM pools WHERE id = ?").bind(pool_id).execute(&mut *tx).await?;
+        let deleted = sqlx::query("DELETE FROM pools WHERE id = ?")
+            .bind(pool_id)
+            .execute(&mut *tx)
+            .await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("pool {pool_id}")));
         }

@@ -43,7 +43,8 @@ async fn run_by_id(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecor
         .bind(run_id)
         .fetch_optional(conn)
         .await?;
-    row.map(|r| run_from_row(&r)).ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
+    row.map(|r| run_from_row(&r))
+        .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
 }
 
 async fn record_transition(
@@ -112,7 +113,8 @@ impl RunStore for SqliteStore {
             .bind(&run.pool_id)
             .fetch_optional(&mut *tx)
             .await?;
-        let pool_name = pool_name.ok_or_else(|| StoreError::NotFound(format!("pool {}", run.pool_id)))?;
+        let pool_name =
+            pool_name.ok_or_else(|| StoreError::NotFound(format!("pool {}", run.pool_id)))?;
         sqlx::query(
             "INSERT INTO runs (id, pool_id, pool_name, run_type, state, command, env, image, created_at, updated_at)
              VALUES (?, ?, ?, ?, 'READY', ?, ?, ?, ?, ?)",
@@ -213,7 +215,13 @@ impl RunStore for SqliteStore {
         Ok(ids)
     }
 
-    async fn report_state(&self, run_id: &str, lease_id: &str, state: RunState, now: i64) -> Result<RunRecord> {
+    async fn report_state(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        state: RunState,
+        now: i64,
+    ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
         let previous: Option<String> = sqlx::query_scalar(&format!(
             "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
@@ -239,7 +247,13 @@ impl RunStore for SqliteStore {
         Ok(record)
     }
 
-    async fn finish_run(&self, run_id: &str, lease_id: &str, end: &RunEnd, now: i64) -> Result<RunRecord> {
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        end: &RunEnd,
+        now: i64,
+    ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
         let held: Option<String> = sqlx::query_scalar(&format!(
             "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
@@ -256,7 +270,15 @@ impl RunStore for SqliteStore {
             }
             return Err(StoreError::LeaseLost);
         }
-        end_run_in_tx(&mut tx, run_id, end.state.as_str(), end.exit_code, end.reason.as_deref(), now).await?;
+        end_run_in_tx(
+            &mut tx,
+            run_id,
+            end.state.as_str(),
+            end.exit_code,
+            end.reason.as_deref(),
+            now,
+        )
+        .await?;
         let record = run_by_id(&mut tx, run_id).await?;
         tx.commit().await?;
         Ok(record)
@@ -267,7 +289,15 @@ impl RunStore for SqliteStore {
         let run = run_by_id(&mut tx, run_id).await?;
         match run.state {
             RunState::Queued | RunState::Ready => {
-                end_run_in_tx(&mut tx, run_id, "CANCELED", None, Some("canceled before a worker took it"), now).await?;
+                end_run_in_tx(
+                    &mut tx,
+                    run_id,
+                    "CANCELED",
+                    None,
+                    Some("canceled before a worker took it"),
+                    now,
+                )
+                .await?;
             }
             state if state.is_leased() => {
                 sqlx::query("UPDATE runs SET stop_requested = 1, updated_at = ? WHERE id = ?")
@@ -277,7 +307,9 @@ impl RunStore for SqliteStore {
                     .await?;
             }
             state if state.is_terminal() => {
-                return Err(StoreError::Conflict(format!("run {run_id} already ended ({state})")));
+                return Err(StoreError::Conflict(format!(
+                    "run {run_id} already ended ({state})"
+                )));
             }
             state => {
                 return Err(StoreError::Conflict(format!(
@@ -347,7 +379,11 @@ impl RunStore for SqliteStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) };
+        let limit = if filter.limit == 0 {
+            100
+        } else {
+            filter.limit.min(1000)
+        };
         let rows = sqlx::query(
             "SELECT * FROM runs WHERE (?1 IS NULL OR pool_id = ?1) AND (?2 IS NULL OR state = ?2)
              ORDER BY seq DESC LIMIT ?3",
@@ -361,11 +397,12 @@ impl RunStore for SqliteStore {
     }
 
     async fn run_transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
-        let rows: Vec<(String, i64, Option<String>)> =
-            sqlx::query_as("SELECT state, at, reason FROM run_transitions WHERE run_id = ? ORDER BY seq")
-                .bind(run_id)
-                .fetch_all(&self.reader)
-                .await?;
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT state, at, reason FROM run_transitions WHERE run_id = ? ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(state, at, reason)| TransitionRecord {

@@ -13,16 +13,28 @@ impl TokenStore for SqliteStore {
         Ok(row.get(0))
     }
 
-    async fn insert_api_token(&self, name: &str, token_hash: &str, now: i64) -> Result<ApiTokenRecord> {
+    async fn insert_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<ApiTokenRecord> {
         let id = new_id();
-        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&id)
-            .bind(name)
-            .bind(token_hash)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(ApiTokenRecord { id, name: name.to_string(), created_at: now, revoked_at: None })
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(token_hash)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(ApiTokenRecord {
+            id,
+            name: name.to_string(),
+            created_at: now,
+            revoked_at: None,
+        })
     }
 
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>> {

@@ -53,8 +53,17 @@ impl WorkerStore for SqliteStore {
         Ok(inserted.rows_affected() == 1)
     }
 
-    async fn register_worker(&self, worker: &NewWorker, session: &NewSession, now: i64) -> Result<WorkerRecord> {
-        let id = if session.worker_id.is_empty() { new_id() } else { session.worker_id.clone() };
+    async fn register_worker(
+        &self,
+        worker: &NewWorker,
+        session: &NewSession,
+        now: i64,
+    ) -> Result<WorkerRecord> {
+        let id = if session.worker_id.is_empty() {
+            new_id()
+        } else {
+            session.worker_id.clone()
+        };
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO workers (id, pool_id, pool_generation, version, hostname, tags, max_concurrent_runs, registered_at, last_seen)
@@ -71,12 +80,14 @@ impl WorkerStore for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)")
-            .bind(&session.token_hash)
-            .bind(&id)
-            .bind(session.expires_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&session.token_hash)
+        .bind(&id)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         worker_by_id(&self.writer, &id)
             .await?
@@ -90,12 +101,14 @@ impl WorkerStore for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)")
-            .bind(&session.token_hash)
-            .bind(&session.worker_id)
-            .bind(session.expires_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.worker_id)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -165,7 +178,11 @@ impl WorkerStore for SqliteStore {
         worker_by_id(&self.reader, worker_id).await
     }
 
-    async fn list_workers(&self, pool_id: Option<&str>, include_gone: bool) -> Result<Vec<WorkerRecord>> {
+    async fn list_workers(
+        &self,
+        pool_id: Option<&str>,
+        include_gone: bool,
+    ) -> Result<Vec<WorkerRecord>> {
         let rows = sqlx::query(&format!(
             "{SELECT_WORKER} WHERE (?1 IS NULL OR w.pool_id = ?1) AND (?2 OR w.gone_at IS NULL) ORDER BY w.registered_at"
         ))
