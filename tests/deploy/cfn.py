@@ -88,6 +88,6 @@ def template() -> dict:
 
 
 def launch_template_user_data(moto, launch_template_id: str) -> str:
-    versions = moto.aws("ec2", "describe-launch-template-versions", "--launch-template-id",
-                        launch_template_id)["LaunchTemplateVersions"]
+    versions = moto.client("ec2").describe_launch_template_versions(
+        LaunchTemplateId=launch_template_id)["LaunchTemplateVersions"]
     return base64.b64decode(versions[0]["LaunchTemplateData"]["UserData"]).decode()
