@@ -7,7 +7,10 @@ import base64
 import hashlib
 import json
 import os
+import pathlib
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -192,12 +195,12 @@ def tls_front(tmp_path):
 
 
 @pytest.fixture
-def squid(tmp_path):
+def squid():
     """A forward proxy, as a company's egress proxy; its access log shows what went through it."""
     binary = tool("squid")
-    work = tmp_path / "squid"
-    work.mkdir()
-    os.chmod(work, 0o777)  # squid writes its logs as its own unprivileged user
+    # squid writes its logs as its own unprivileged user, who cannot enter pytest's tmp_path.
+    work = pathlib.Path(tempfile.mkdtemp(prefix="gantry-test-squid-"))
+    os.chmod(work, 0o777)
     port = free_port()
     conf = work / "squid.conf"
     conf.write_text(f"""
@@ -211,9 +214,13 @@ coredump_dir {work}
 shutdown_lifetime 0 seconds
 """)
     daemon = Daemon([binary, "-N", "-f", str(conf)], work / "stderr.log")
-    wait_until(lambda: port_open("127.0.0.1", port), 20, "squid")
-    yield {"url": f"http://127.0.0.1:{port}", "access_log": work / "access.log"}
-    daemon.stop()
+    try:
+        wait_until(lambda: daemon.proc.poll() is not None or port_open("127.0.0.1", port), 20, "squid")
+        assert daemon.proc.poll() is None, (work / "cache.log").read_text()
+        yield {"url": f"http://127.0.0.1:{port}", "access_log": work / "access.log"}
+    finally:
+        daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # --- the tests ---------------------------------------------------------------------------------
