@@ -39,18 +39,33 @@ impl Api {
         }
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T> {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let bytes = response.bytes().await?;
         if !status.is_success() {
-            bail!("{method} {path}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+            bail!(
+                "{method} {path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
-        serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: unexpected answer"))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{method} {path}: unexpected answer"))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -63,7 +78,11 @@ impl Api {
     }
 
     pub async fn create_pool(&self, name: &str, csr: &str) -> Result<PoolWithToken> {
-        let body = CreatePool { name: name.to_string(), csr: csr.to_string(), description: String::new() };
+        let body = CreatePool {
+            name: name.to_string(),
+            csr: csr.to_string(),
+            description: String::new(),
+        };
         self.call(Method::POST, "/pools", Some(&body)).await
     }
 
@@ -93,7 +112,12 @@ impl Api {
     }
 
     pub async fn idle_workers(&self, pool: &str) -> Result<usize> {
-        Ok(self.workers(pool).await?.iter().filter(|w| w.state == WorkerState::Idle).count())
+        Ok(self
+            .workers(pool)
+            .await?
+            .iter()
+            .filter(|w| w.state == WorkerState::Idle)
+            .count())
     }
 
     /// Waits until the run ends, polling every `every`, for at most `limit`.
@@ -114,11 +138,19 @@ impl Api {
 
 /// When the run first entered `state`, in ms since the epoch.
 pub fn entered(run: &Run, state: RunState) -> Option<f64> {
-    run.transitions.iter().find(|t| t.state == state).and_then(|t| rfc3339_ms(&t.at).ok())
+    run.transitions
+        .iter()
+        .find(|t| t.state == state)
+        .and_then(|t| rfc3339_ms(&t.at).ok())
 }
 
 /// When the run left READY: its first transition after READY.
 pub fn left_ready(run: &Run) -> Option<f64> {
-    let ready = run.transitions.iter().position(|t| t.state == RunState::Ready)?;
-    run.transitions.get(ready + 1).and_then(|t| rfc3339_ms(&t.at).ok())
+    let ready = run
+        .transitions
+        .iter()
+        .position(|t| t.state == RunState::Ready)?;
+    run.transitions
+        .get(ready + 1)
+        .and_then(|t| rfc3339_ms(&t.at).ok())
 }

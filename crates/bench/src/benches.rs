@@ -45,7 +45,13 @@ fn dispatch_verdict(s: &Summary) -> Verdict {
 }
 
 /// Submits `count` runs of `command` over `parallel` connections at once.
-async fn submit_many(api: &Api, pool: &str, command: &'static [&'static str], count: usize, parallel: usize) -> Result<Vec<String>> {
+async fn submit_many(
+    api: &Api,
+    pool: &str,
+    command: &'static [&'static str],
+    count: usize,
+    parallel: usize,
+) -> Result<Vec<String>> {
     let next = Arc::new(Mutex::new(0usize));
     let mut tasks = Vec::new();
     for _ in 0..parallel.max(1) {
@@ -78,8 +84,22 @@ pub async fn dispatch_launchers(ctx: &Ctx, o: &Opts, report: &mut Report) -> Res
     let dir = ctx.temp_dir("dispatch")?;
     let server = Server::start(ctx, dir.path(), "30s").await?;
     let pool = server.pool(ctx, "dispatch").await?;
-    let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, o.dispatch_launchers, LauncherOpts::default())?;
-    wait_idle(&server.api, &pool, &mut launchers, o.dispatch_launchers, Duration::from_secs(60)).await?;
+    let mut launchers = spawn_launchers(
+        ctx,
+        dir.path(),
+        &pool,
+        0,
+        o.dispatch_launchers,
+        LauncherOpts::default(),
+    )?;
+    wait_idle(
+        &server.api,
+        &pool,
+        &mut launchers,
+        o.dispatch_launchers,
+        Duration::from_secs(60),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let (mut leased, mut started, mut ended) = (Vec::new(), Vec::new(), Vec::new());
@@ -93,7 +113,10 @@ pub async fn dispatch_launchers(ctx: &Ctx, o: &Opts, report: &mut Report) -> Res
         }
         let submitted = wall_ms();
         let run = server.api.submit(&pool.id, &["true"]).await?;
-        let run = server.api.wait_ended(&run.id, Duration::from_millis(5), Duration::from_secs(60)).await?;
+        let run = server
+            .api
+            .wait_ended(&run.id, Duration::from_millis(5), Duration::from_secs(60))
+            .await?;
         if run.state != RunState::Finished {
             failed += 1;
         }
@@ -103,24 +126,52 @@ pub async fn dispatch_launchers(ctx: &Ctx, o: &Opts, report: &mut Report) -> Res
         if let Some(at) = entered(&run, RunState::Applying) {
             started.push((at - submitted).max(0.0));
         }
-        if let Some(at) = run.transitions.last().and_then(|t| crate::stats::rfc3339_ms(&t.at).ok()) {
+        if let Some(at) = run
+            .transitions
+            .last()
+            .and_then(|t| crate::stats::rfc3339_ms(&t.at).ok())
+        {
             ended.push((at - submitted).max(0.0));
         }
         // Let the launcher settle back into its poll: an idle pool.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (leased, started, ended) = (summarize(&leased), summarize(&started), summarize(&ended));
-    report.add(B, "submit → PREPARING (leased), p50 / p99", p50_p99(&leased), DISPATCH_TARGET, dispatch_verdict(&leased));
-    report.add(B, "submit → APPLYING (launcher started it)", p50_p99(&started), DISPATCH_TARGET, dispatch_verdict(&started));
+    report.add(
+        B,
+        "submit → PREPARING (leased), p50 / p99",
+        p50_p99(&leased),
+        DISPATCH_TARGET,
+        dispatch_verdict(&leased),
+    );
+    report.add(
+        B,
+        "submit → APPLYING (launcher started it)",
+        p50_p99(&started),
+        DISPATCH_TARGET,
+        dispatch_verdict(&started),
+    );
     report.info(B, "  max submit → APPLYING", ms(started.max));
-    report.info(B, "trivial run `true`, submit → FINISHED p50", ms(ended.p50));
+    report.info(
+        B,
+        "trivial run `true`, submit → FINISHED p50",
+        ms(ended.p50),
+    );
     report.info(
         B,
         "samples (launchers)",
-        format!("{}{} ({})", started.n, if capped { ", time cap hit" } else { "" }, o.dispatch_launchers),
+        format!(
+            "{}{} ({})",
+            started.n,
+            if capped { ", time cap hit" } else { "" },
+            o.dispatch_launchers
+        ),
     );
     if failed > 0 {
-        report.note(format!("{B}: {failed} of {} runs did not finish FINISHED", started.n));
+        report.note(format!(
+            "{B}: {failed} of {} runs did not finish FINISHED",
+            started.n
+        ));
     }
     if started.max > 1000.0 {
         report.note(format!(
@@ -152,7 +203,14 @@ pub async fn dispatch_protocol(ctx: &Ctx, o: &Opts, report: &mut Report) -> Resu
     let mut tasks = Vec::new();
     for i in 0..WORKERS {
         let request = sim::registration(&credentials, &format!("proto-{i}"));
-        let worker = Arc::new(sim::Worker::register(http_client(Duration::from_secs(60)), &server.api.base, &request).await?);
+        let worker = Arc::new(
+            sim::Worker::register(
+                http_client(Duration::from_secs(60)),
+                &server.api.base,
+                &request,
+            )
+            .await?,
+        );
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
@@ -161,8 +219,13 @@ pub async fn dispatch_protocol(ctx: &Ctx, o: &Opts, report: &mut Report) -> Resu
                     continue;
                 };
                 for lease in response.leases {
-                    let _ = tx.send(Seen::Lease { run_id: lease.run_id.clone(), at: Instant::now() });
-                    let _ = worker.report_state(&lease.run_id, &lease.lease_id, RunState::Applying).await;
+                    let _ = tx.send(Seen::Lease {
+                        run_id: lease.run_id.clone(),
+                        at: Instant::now(),
+                    });
+                    let _ = worker
+                        .report_state(&lease.run_id, &lease.lease_id, RunState::Applying)
+                        .await;
                     let _ = worker.finish_ok(&lease).await;
                     let _ = tx.send(Seen::Done);
                 }
@@ -210,16 +273,31 @@ pub async fn dispatch_protocol(ctx: &Ctx, o: &Opts, report: &mut Report) -> Resu
     }
     let latency = summarize(&latency);
     let submit_rtt = summarize(&submit_rtt);
-    report.add(B, "submit → lease arrives at a poller, p50 / p99", p50_p99(&latency), DISPATCH_TARGET, dispatch_verdict(&latency));
+    report.add(
+        B,
+        "submit → lease arrives at a poller, p50 / p99",
+        p50_p99(&latency),
+        DISPATCH_TARGET,
+        dispatch_verdict(&latency),
+    );
     report.info(B, "  max", ms(latency.max));
     report.info(B, "POST /runs round trip, p50 / p99", p50_p99(&submit_rtt));
-    report.info(B, "samples (simulated pollers)", format!("{} ({WORKERS})", latency.n));
+    report.info(
+        B,
+        "samples (simulated pollers)",
+        format!("{} ({WORKERS})", latency.n),
+    );
     Ok(())
 }
 
 /// Waits until every run of `ids` has entered APPLYING (or ended), polling
 /// the pool's run list.
-async fn wait_all_started(api: &Api, pool: &Pool, count: usize, limit: Duration) -> Result<Vec<Run>> {
+async fn wait_all_started(
+    api: &Api,
+    pool: &Pool,
+    count: usize,
+    limit: Duration,
+) -> Result<Vec<Run>> {
     let deadline = Instant::now() + limit;
     loop {
         let runs = api.runs(&pool.id, None).await?;
@@ -249,10 +327,25 @@ pub async fn burst(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
         let pool = server.pool(ctx, "burst").await?;
         let spawned = Instant::now();
         let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, n, LauncherOpts::default())?;
-        let took = wait_idle(&server.api, &pool, &mut launchers, n, Duration::from_secs(120)).await?;
-        report.info(B, &format!("{n} launchers started and registered"), ms((spawned.elapsed().max(took)).as_secs_f64() * 1000.0));
+        let took = wait_idle(
+            &server.api,
+            &pool,
+            &mut launchers,
+            n,
+            Duration::from_secs(120),
+        )
+        .await?;
+        report.info(
+            B,
+            &format!("{n} launchers started and registered"),
+            ms((spawned.elapsed().max(took)).as_secs_f64() * 1000.0),
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss: Vec<f64> = launchers.iter().filter_map(|l| proc_status(l.pid()).ok()).map(|s| s.rss_kb as f64).collect();
+        let rss: Vec<f64> = launchers
+            .iter()
+            .filter_map(|l| proc_status(l.pid()).ok())
+            .map(|s| s.rss_kb as f64)
+            .collect();
         let rss = summarize(&rss);
         report.add(
             B,
@@ -267,12 +360,36 @@ pub async fn burst(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
         let submitted = wall_ms() - t0;
         let runs = wait_all_started(&server.api, &pool, n, Duration::from_secs(60)).await?;
         let leased = runs.iter().filter_map(left_ready).fold(0.0, f64::max) - t0;
-        let started = runs.iter().filter_map(|r| entered(r, RunState::Applying)).fold(0.0, f64::max) - t0;
+        let started = runs
+            .iter()
+            .filter_map(|r| entered(r, RunState::Applying))
+            .fold(0.0, f64::max)
+            - t0;
         let workers: HashSet<_> = runs.iter().filter_map(|r| r.worker_id.clone()).collect();
-        report.info(B, &format!("submitting {n} runs (8 connections)"), ms(submitted));
-        report.add(B, &format!("{n} runs on {n} idle launchers: all left READY"), ms(leased), "≤ 1 s", Verdict::check(leased <= 1000.0));
-        report.add(B, &format!("{n} runs on {n} idle launchers: all APPLYING"), ms(started), "≤ 1 s", Verdict::check(started <= 1000.0));
-        report.info(B, "distinct workers used", format!("{} of {n}", workers.len()));
+        report.info(
+            B,
+            &format!("submitting {n} runs (8 connections)"),
+            ms(submitted),
+        );
+        report.add(
+            B,
+            &format!("{n} runs on {n} idle launchers: all left READY"),
+            ms(leased),
+            "≤ 1 s",
+            Verdict::check(leased <= 1000.0),
+        );
+        report.add(
+            B,
+            &format!("{n} runs on {n} idle launchers: all APPLYING"),
+            ms(started),
+            "≤ 1 s",
+            Verdict::check(started <= 1000.0),
+        );
+        report.info(
+            B,
+            "distinct workers used",
+            format!("{} of {n}", workers.len()),
+        );
         kill_many(launchers);
     }
     {
@@ -287,8 +404,16 @@ pub async fn burst(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
             launcher.check_alive()?;
         }
         let runs = result?;
-        let started = runs.iter().filter_map(|r| entered(r, RunState::Applying)).fold(0.0, f64::max) - t0;
-        report.info(B, &format!("cold: {n} queued, then {n} launchers start: all APPLYING"), ms(started));
+        let started = runs
+            .iter()
+            .filter_map(|r| entered(r, RunState::Applying))
+            .fold(0.0, f64::max)
+            - t0;
+        report.info(
+            B,
+            &format!("cold: {n} queued, then {n} launchers start: all APPLYING"),
+            ms(started),
+        );
         kill_many(launchers);
     }
     Ok(())
@@ -309,7 +434,14 @@ pub async fn throughput(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> 
     let server = Server::start(ctx, dir.path(), "30s").await?;
     let pool = server.pool(ctx, "throughput").await?;
     let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, l, LauncherOpts::default())?;
-    wait_idle(&server.api, &pool, &mut launchers, l, Duration::from_secs(60)).await?;
+    wait_idle(
+        &server.api,
+        &pool,
+        &mut launchers,
+        l,
+        Duration::from_secs(60),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let cpu = CpuMeter::start(Some(server.proc.pid()))?;
@@ -337,12 +469,23 @@ pub async fn throughput(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> 
     let server_cpu = cpu.percent()?;
     let runs = server.api.runs(&pool.id, None).await?;
     let ended: Vec<&Run> = runs.iter().filter(|r| r.state.is_terminal()).collect();
-    let finished = ended.iter().filter(|r| r.state == RunState::Finished).count();
+    let finished = ended
+        .iter()
+        .filter(|r| r.state == RunState::Finished)
+        .count();
     let last = ended
         .iter()
-        .filter_map(|r| r.transitions.last().and_then(|t| crate::stats::rfc3339_ms(&t.at).ok()))
+        .filter_map(|r| {
+            r.transitions
+                .last()
+                .and_then(|t| crate::stats::rfc3339_ms(&t.at).ok())
+        })
         .fold(t0, f64::max);
-    let elapsed_s = if capped { o.throughput_cap.as_secs_f64() } else { ((last - t0) / 1000.0).max(1e-3) };
+    let elapsed_s = if capped {
+        o.throughput_cap.as_secs_f64()
+    } else {
+        ((last - t0) / 1000.0).max(1e-3)
+    };
     let rate = ended.len() as f64 / elapsed_s;
     report.info(
         B,
@@ -352,12 +495,33 @@ pub async fn throughput(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> 
     report.info(
         B,
         "  runs ended / submitted (FINISHED)",
-        format!("{} / {total} ({finished}) in {:.1} s{}", ended.len(), elapsed_s, if capped { ", cap hit" } else { "" }),
+        format!(
+            "{} / {total} ({finished}) in {:.1} s{}",
+            ended.len(),
+            elapsed_s,
+            if capped { ", cap hit" } else { "" }
+        ),
     );
-    report.info(B, "  server CPU meanwhile", format!("{server_cpu:.0}% of a core"));
-    report.info(B, "raw floor: spawn+wait `true`, 1 thread", format!("{:.0}/s (p50 {})", sequential.0, ms(sequential.1)));
-    report.info(B, &format!("raw floor: spawn+wait `true`, {l} threads"), format!("{:.0}/s", parallel.0));
-    report.info(B, "  Gantry throughput / raw floor", format!("{:.3}×", rate / parallel.0.max(1e-9)));
+    report.info(
+        B,
+        "  server CPU meanwhile",
+        format!("{server_cpu:.0}% of a core"),
+    );
+    report.info(
+        B,
+        "raw floor: spawn+wait `true`, 1 thread",
+        format!("{:.0}/s (p50 {})", sequential.0, ms(sequential.1)),
+    );
+    report.info(
+        B,
+        &format!("raw floor: spawn+wait `true`, {l} threads"),
+        format!("{:.0}/s", parallel.0),
+    );
+    report.info(
+        B,
+        "  Gantry throughput / raw floor",
+        format!("{:.3}×", rate / parallel.0.max(1e-9)),
+    );
     if capped {
         report.note(format!(
             "throughput: the {:.0} s cap was hit with {} of {total} runs ended",
@@ -382,7 +546,9 @@ fn raw_spawns(count: usize, threads: usize) -> Result<(f64, f64)> {
                     let mut times = Vec::with_capacity(mine);
                     for _ in 0..mine {
                         let at = Instant::now();
-                        let status = std::process::Command::new("true").status().context("spawning `true`")?;
+                        let status = std::process::Command::new("true")
+                            .status()
+                            .context("spawning `true`")?;
                         if !status.success() {
                             bail!("`true` failed: {status}");
                         }
@@ -392,7 +558,10 @@ fn raw_spawns(count: usize, threads: usize) -> Result<(f64, f64)> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a spawning thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a spawning thread"))
+            .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
     let mut times = Vec::new();
@@ -409,16 +578,42 @@ pub async fn launcher_rss(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()
     let server = Server::start(ctx, dir.path(), "30s").await?;
     let pool = server.pool(ctx, "rss").await?;
     let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, 1, LauncherOpts::default())?;
-    wait_idle(&server.api, &pool, &mut launchers, 1, Duration::from_secs(60)).await?;
+    wait_idle(
+        &server.api,
+        &pool,
+        &mut launchers,
+        1,
+        Duration::from_secs(60),
+    )
+    .await?;
     tokio::time::sleep(o.rss_settle).await;
     let fresh = proc_status(launchers[0].pid())?;
-    report.add(B, "RSS, registered and idle", mb(fresh.rss_kb), "≤ 15 MB", Verdict::check(fresh.rss_kb <= 15 * 1024));
+    report.add(
+        B,
+        "RSS, registered and idle",
+        mb(fresh.rss_kb),
+        "≤ 15 MB",
+        Verdict::check(fresh.rss_kb <= 15 * 1024),
+    );
     let run = server.api.submit(&pool.id, &["true"]).await?;
-    server.api.wait_ended(&run.id, Duration::from_millis(10), Duration::from_secs(60)).await?;
+    server
+        .api
+        .wait_ended(&run.id, Duration::from_millis(10), Duration::from_secs(60))
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = proc_status(launchers[0].pid())?;
-    report.add(B, "RSS, idle again after one run", mb(after.rss_kb), "≤ 15 MB", Verdict::check(after.rss_kb <= 15 * 1024));
-    report.info(B, "peak RSS (VmHWM), threads", format!("{}, {}", mb(after.hwm_kb), after.threads));
+    report.add(
+        B,
+        "RSS, idle again after one run",
+        mb(after.rss_kb),
+        "≤ 15 MB",
+        Verdict::check(after.rss_kb <= 15 * 1024),
+    );
+    report.info(
+        B,
+        "peak RSS (VmHWM), threads",
+        format!("{}, {}", mb(after.hwm_kb), after.threads),
+    );
     kill_many(launchers);
     Ok(())
 }
@@ -459,29 +654,53 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
         .collect();
     let stats = Arc::new(IdleStats::default());
     let registration_limit = Duration::from_secs(600);
-    let until = Instant::now() + registration_limit + o.idle_settle + o.idle_window + Duration::from_secs(60);
-    let queue = Arc::new(Mutex::new(requests.into_iter().enumerate().collect::<VecDeque<_>>()));
+    let until = Instant::now()
+        + registration_limit
+        + o.idle_settle
+        + o.idle_window
+        + Duration::from_secs(60);
+    let queue = Arc::new(Mutex::new(
+        requests.into_iter().enumerate().collect::<VecDeque<_>>(),
+    ));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let cpu = CpuMeter::start(Some(server_pid))?;
     let registering = Instant::now();
     let reg_deadline = registering + registration_limit;
     let mut registrars = Vec::new();
     for _ in 0..REGISTRARS {
-        let (queue, clients, credentials, stats, failures) =
-            (queue.clone(), clients.clone(), credentials.clone(), stats.clone(), failures.clone());
+        let (queue, clients, credentials, stats, failures) = (
+            queue.clone(),
+            clients.clone(),
+            credentials.clone(),
+            stats.clone(),
+            failures.clone(),
+        );
         let base = server.api.base.clone();
         registrars.push(tokio::spawn(async move {
             let mut loops = Vec::new();
             while Instant::now() < reg_deadline {
-                let Some((i, request)) = queue.lock().expect("queue lock").pop_front() else { break };
+                let Some((i, request)) = queue.lock().expect("queue lock").pop_front() else {
+                    break;
+                };
                 let http = clients[i % clients.len()].clone();
                 match sim::register_with_retry(http, &base, &credentials, request).await {
                     Ok(worker) => {
                         let worker = Arc::new(worker);
-                        loops.push(tokio::spawn(sim::idle_poll_loop(worker.clone(), stats.clone(), until)));
-                        loops.push(tokio::spawn(sim::idle_heartbeat_loop(worker, stats.clone(), until)));
+                        loops.push(tokio::spawn(sim::idle_poll_loop(
+                            worker.clone(),
+                            stats.clone(),
+                            until,
+                        )));
+                        loops.push(tokio::spawn(sim::idle_heartbeat_loop(
+                            worker,
+                            stats.clone(),
+                            until,
+                        )));
                     }
-                    Err(error) => failures.lock().expect("failures lock").push(format!("{error:#}")),
+                    Err(error) => failures
+                        .lock()
+                        .expect("failures lock")
+                        .push(format!("{error:#}")),
                 }
             }
             loops
@@ -498,14 +717,28 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
     report.add(
         b,
         "registered (signature checked by the server)",
-        format!("{registered} in {registration:.1} s = {:.0}/s", registered as f64 / registration.max(1e-9)),
+        format!(
+            "{registered} in {registration:.1} s = {:.0}/s",
+            registered as f64 / registration.max(1e-9)
+        ),
         &format!("{n}"),
         Verdict::check(registered == n),
     );
-    report.info(b, "  server CPU while registering", format!("{:.0}% of a core", 100.0 * reg_cpu / reg_wall.max(1e-9)));
-    report.info(b, "  bench-side RSA signing (2048 bit)", format!("{sign_rate:.0}/s"));
+    report.info(
+        b,
+        "  server CPU while registering",
+        format!("{:.0}% of a core", 100.0 * reg_cpu / reg_wall.max(1e-9)),
+    );
+    report.info(
+        b,
+        "  bench-side RSA signing (2048 bit)",
+        format!("{sign_rate:.0}/s"),
+    );
     if let Some(first) = failed.first() {
-        report.note(format!("{b}: {} registrations failed; first: {first}", failed.len()));
+        report.note(format!(
+            "{b}: {} registrations failed; first: {first}",
+            failed.len()
+        ));
     }
 
     tokio::time::sleep(o.idle_settle).await;
@@ -520,27 +753,65 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
     let after = stats.snapshot();
     let status = proc_status(server_pid)?;
     let heartbeats = summarize(&stats.heartbeat_ms.lock().expect("stats lock"));
-    let [polls, poll_errors, beats, beat_errors] =
-        [after[0] - before[0], after[1] - before[1], after[2] - before[2], after[3] - before[3]];
+    let [polls, poll_errors, beats, beat_errors] = [
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+        after[3] - before[3],
+    ];
     let window = o.idle_window.as_secs_f64();
 
     let grown = status.rss_kb.saturating_sub(baseline.rss_kb);
-    report.info(b, "server RSS before → with workers", format!("{} → {}", mb(baseline.rss_kb), mb(status.rss_kb)));
-    report.info(b, "  per worker", format!("{:.1} KB", grown as f64 / registered.max(1) as f64));
-    report.info(b, &format!("server CPU over {window:.0} s idle"), format!("{server_pct:.1}% of a core"));
-    report.info(b, "  polls/s, heartbeats/s answered", format!("{:.0}, {:.0}", polls as f64 / window, beats as f64 / window));
+    report.info(
+        b,
+        "server RSS before → with workers",
+        format!("{} → {}", mb(baseline.rss_kb), mb(status.rss_kb)),
+    );
+    report.info(
+        b,
+        "  per worker",
+        format!("{:.1} KB", grown as f64 / registered.max(1) as f64),
+    );
+    report.info(
+        b,
+        &format!("server CPU over {window:.0} s idle"),
+        format!("{server_pct:.1}% of a core"),
+    );
+    report.info(
+        b,
+        "  polls/s, heartbeats/s answered",
+        format!("{:.0}, {:.0}", polls as f64 / window, beats as f64 / window),
+    );
     report.info(b, "  heartbeat round trip p50 / p99", p50_p99(&heartbeats));
-    report.info(b, "  failed polls / heartbeats", format!("{poll_errors} / {beat_errors}"));
-    report.info(b, "server open fds, threads", format!("{}, {}", status.fds, status.threads));
-    report.info(b, "bench (simulator) CPU", format!("{bench_pct:.0}% of a core"));
+    report.info(
+        b,
+        "  failed polls / heartbeats",
+        format!("{poll_errors} / {beat_errors}"),
+    );
+    report.info(
+        b,
+        "server open fds, threads",
+        format!("{}, {}", status.fds, status.threads),
+    );
+    report.info(
+        b,
+        "bench (simulator) CPU",
+        format!("{bench_pct:.0}% of a core"),
+    );
     let unexpected = stats.unexpected_leases.load(Ordering::Relaxed);
     if unexpected > 0 {
-        report.note(format!("{b}: {unexpected} leases arrived although no run was queued"));
+        report.note(format!(
+            "{b}: {unexpected} leases arrived although no run was queued"
+        ));
     }
     if let Some(error) = stats.first_error.lock().expect("stats lock").clone() {
         report.note(format!("{b}: first protocol error: {error}"));
     }
-    let held = registered == n && poll_errors == 0 && beat_errors == 0 && heartbeats.n > 0 && heartbeats.p99 < 1000.0;
+    let held = registered == n
+        && poll_errors == 0
+        && beat_errors == 0
+        && heartbeats.n > 0
+        && heartbeats.p99 < 1000.0;
     if n >= 10_000 {
         report.add(
             b,

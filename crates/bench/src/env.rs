@@ -29,7 +29,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(bin_dir: PathBuf, keep_temp: bool, server_log_level: String, tmp_root: Option<PathBuf>) -> Result<Ctx> {
+    pub fn new(
+        bin_dir: PathBuf,
+        keep_temp: bool,
+        server_log_level: String,
+        tmp_root: Option<PathBuf>,
+    ) -> Result<Ctx> {
         for bin in ["gantry", "gantry-launcher"] {
             let path = bin_dir.join(bin);
             if !path.is_file() {
@@ -51,13 +56,17 @@ impl Ctx {
 
     /// A fresh directory for one benchmark, removed afterwards unless --keep-temp.
     pub fn temp_dir(&self, name: &str) -> Result<TempDir> {
+        let prefix = format!("gantry-bench-{name}-");
         let mut builder = tempfile::Builder::new();
-        builder.prefix(&format!("gantry-bench-{name}-"));
+        builder.prefix(&prefix);
         let dir = match &self.tmp_root {
             Some(root) => builder.tempdir_in(root)?,
             None => builder.tempdir()?,
         };
-        Ok(TempDir { dir: Some(dir), keep: self.keep_temp })
+        Ok(TempDir {
+            dir: Some(dir),
+            keep: self.keep_temp,
+        })
     }
 }
 
@@ -68,7 +77,10 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn path(&self) -> &Path {
-        self.dir.as_ref().expect("the directory lives until drop").path()
+        self.dir
+            .as_ref()
+            .expect("the directory lives until drop")
+            .path()
     }
 }
 
@@ -130,7 +142,10 @@ impl Server {
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!("gantry server did not answer within 15 s; its log ends:\n{}", proc.log_tail(15));
+                    bail!(
+                        "gantry server did not answer within 15 s; its log ends:\n{}",
+                        proc.log_tail(15)
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -170,13 +185,22 @@ pub struct LauncherOpts {
 
 impl Default for LauncherOpts {
     fn default() -> Self {
-        LauncherOpts { max_concurrent_runs: 1 }
+        LauncherOpts {
+            max_concurrent_runs: 1,
+        }
     }
 }
 
 /// Starts `count` real launchers for `pool`, each with its own work dir.
 /// Must be called from the main thread (see [`Proc::spawn`]).
-pub fn spawn_launchers(ctx: &Ctx, dir: &Path, pool: &Pool, first: usize, count: usize, opts: LauncherOpts) -> Result<Vec<Proc>> {
+pub fn spawn_launchers(
+    ctx: &Ctx,
+    dir: &Path,
+    pool: &Pool,
+    first: usize,
+    count: usize,
+    opts: LauncherOpts,
+) -> Result<Vec<Proc>> {
     let key_b64 = base64::engine::general_purpose::STANDARD.encode(&ctx.private_key_pem);
     let mut procs = Vec::with_capacity(count);
     for i in first..first + count {
@@ -193,9 +217,16 @@ pub fn spawn_launchers(ctx: &Ctx, dir: &Path, pool: &Pool, first: usize, count: 
             .env("GANTRY_EXECUTOR", "process")
             .env("GANTRY_LOG_FORMAT", "json")
             .env("GANTRY_LOG_LEVEL", "warn")
-            .env("GANTRY_MAX_CONCURRENT_RUNS", opts.max_concurrent_runs.to_string())
+            .env(
+                "GANTRY_MAX_CONCURRENT_RUNS",
+                opts.max_concurrent_runs.to_string(),
+            )
             .env("GANTRY_METADATA_bench_index", i.to_string());
-        match Proc::spawn(command, format!("launcher {i}"), &dir.join(format!("launcher-{i}.log"))) {
+        match Proc::spawn(
+            command,
+            format!("launcher {i}"),
+            &dir.join(format!("launcher-{i}.log")),
+        ) {
             Ok(proc) => procs.push(proc),
             Err(error) => {
                 kill_many(procs);
@@ -208,7 +239,13 @@ pub fn spawn_launchers(ctx: &Ctx, dir: &Path, pool: &Pool, first: usize, count: 
 
 /// Waits until `count` workers of the pool are idle, failing early if a
 /// launcher exits.
-pub async fn wait_idle(api: &Api, pool: &Pool, launchers: &mut [Proc], count: usize, limit: Duration) -> Result<Duration> {
+pub async fn wait_idle(
+    api: &Api,
+    pool: &Pool,
+    launchers: &mut [Proc],
+    count: usize,
+    limit: Duration,
+) -> Result<Duration> {
     let started = Instant::now();
     let deadline = started + limit;
     loop {

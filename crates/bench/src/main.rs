@@ -46,10 +46,20 @@ enum Bench {
     Idle,
 }
 
-const ALL: [Bench; 5] = [Bench::Rss, Bench::Dispatch, Bench::Burst, Bench::Throughput, Bench::Idle];
+const ALL: [Bench; 5] = [
+    Bench::Rss,
+    Bench::Dispatch,
+    Bench::Burst,
+    Bench::Throughput,
+    Bench::Idle,
+];
 
 #[derive(Debug, Parser)]
-#[command(name = "gantry-bench", version, about = "Benchmarks Gantry's control plane and launcher against the brief's targets.")]
+#[command(
+    name = "gantry-bench",
+    version,
+    about = "Benchmarks Gantry's control plane and launcher against the brief's targets."
+)]
 struct Args {
     /// Shorter runs: fewer samples, shorter windows.
     #[arg(long)]
@@ -125,9 +135,15 @@ impl Args {
             throughput_cap: Duration::from_secs(if q { 40 } else { 120 }),
             raw_spawns: if q { 300 } else { 2000 },
             rss_settle: Duration::from_secs(if q { 2 } else { 5 }),
-            idle_workers: if self.idle_workers.is_empty() { vec![1000, 10_000] } else { self.idle_workers.clone() },
+            idle_workers: if self.idle_workers.is_empty() {
+                vec![1000, 10_000]
+            } else {
+                self.idle_workers.clone()
+            },
             idle_settle: Duration::from_secs(if q { 3 } else { 10 }),
-            idle_window: self.idle_window.unwrap_or(Duration::from_secs(if q { 20 } else { 60 })),
+            idle_window: self
+                .idle_window
+                .unwrap_or(Duration::from_secs(if q { 20 } else { 60 })),
         }
     }
 
@@ -141,7 +157,10 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gantry-bench: cannot start a tokio runtime: {error}");
@@ -157,10 +176,15 @@ async fn run(args: Args) -> ExitCode {
     procs::install_guards();
     let nofile = stats::raise_nofile();
     let bin_dir = args.bin_dir.clone().unwrap_or_else(|| {
-        std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."))
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("."))
     });
     let opts = args.opts();
-    let cores = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(0);
     eprintln!(
         "gantry-bench {}: binaries in {}, {cores} cores, open-file limit {nofile}{}",
         gantry_wire::VERSION,
@@ -168,7 +192,12 @@ async fn run(args: Args) -> ExitCode {
         if args.quick { ", quick mode" } else { "" }
     );
     let started = Instant::now();
-    let ctx = match Ctx::new(bin_dir, args.keep_temp, args.server_log_level.clone(), args.tmp_dir.clone()) {
+    let ctx = match Ctx::new(
+        bin_dir,
+        args.keep_temp,
+        args.server_log_level.clone(),
+        args.tmp_dir.clone(),
+    ) {
         Ok(ctx) => ctx,
         Err(error) => {
             eprintln!("gantry-bench: {error:#}");
@@ -196,7 +225,10 @@ async fn run(args: Args) -> ExitCode {
                 }
             }
             Bench::Burst => {
-                eprintln!("\n== burst: {} runs on {} launchers", opts.burst, opts.burst);
+                eprintln!(
+                    "\n== burst: {} runs on {} launchers",
+                    opts.burst, opts.burst
+                );
                 if let Err(e) = benches::burst(&ctx, &opts, &mut report).await {
                     report.error("burst", &e);
                 }
@@ -219,7 +251,11 @@ async fn run(args: Args) -> ExitCode {
         eprintln!("  ({:.0} s)", at.elapsed().as_secs_f64());
     }
     report.print();
-    println!("\n(total {:.0} s{})", started.elapsed().as_secs_f64(), if args.quick { ", --quick" } else { "" });
+    println!(
+        "\n(total {:.0} s{})",
+        started.elapsed().as_secs_f64(),
+        if args.quick { ", --quick" } else { "" }
+    );
     if let Some(path) = &args.json {
         match serde_json::to_vec_pretty(&report) {
             Ok(bytes) => {

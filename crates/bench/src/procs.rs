@@ -79,15 +79,26 @@ impl Proc {
         let name = name.into();
         let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;
-        command.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
-            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
         }
         let mut registry = LIVE.lock().unwrap_or_else(|p| p.into_inner());
-        let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
         registry.push(child.id());
-        Ok(Proc { child, name, log: log.to_path_buf() })
+        Ok(Proc {
+            child,
+            name,
+            log: log.to_path_buf(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -109,7 +120,11 @@ impl Proc {
     /// Fails with the log tail if the process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.exited() {
-            anyhow::bail!("{} exited ({status}); its log ends:\n{}", self.name, self.log_tail(15));
+            anyhow::bail!(
+                "{} exited ({status}); its log ends:\n{}",
+                self.name,
+                self.log_tail(15)
+            );
         }
         Ok(())
     }

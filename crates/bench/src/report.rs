@@ -47,9 +47,28 @@ pub struct Report {
 
 impl Report {
     /// Adds a row and prints it at once, so a long run shows progress.
-    pub fn add(&mut self, bench: &str, metric: &str, value: String, target: &str, verdict: Verdict) {
-        let row = Row { bench: bench.into(), metric: metric.into(), value, target: target.into(), verdict };
-        eprintln!("  {:<44} {:>22}   {} {}", row.metric, row.value, row.target, row.verdict.mark());
+    pub fn add(
+        &mut self,
+        bench: &str,
+        metric: &str,
+        value: String,
+        target: &str,
+        verdict: Verdict,
+    ) {
+        let row = Row {
+            bench: bench.into(),
+            metric: metric.into(),
+            value,
+            target: target.into(),
+            verdict,
+        };
+        eprintln!(
+            "  {:<44} {:>22}   {} {}",
+            row.metric,
+            row.value,
+            row.target,
+            row.verdict.mark()
+        );
         self.rows.push(row);
     }
 
@@ -70,22 +89,58 @@ impl Report {
 
     pub fn print(&self) {
         let widths = [
-            self.rows.iter().map(|r| r.bench.len()).max().unwrap_or(0).max(9),
-            self.rows.iter().map(|r| r.metric.len()).max().unwrap_or(0).max(6),
-            self.rows.iter().map(|r| r.value.len()).max().unwrap_or(0).max(8),
-            self.rows.iter().map(|r| r.target.len()).max().unwrap_or(0).max(6),
+            self.rows
+                .iter()
+                .map(|r| r.bench.len())
+                .max()
+                .unwrap_or(0)
+                .max(9),
+            self.rows
+                .iter()
+                .map(|r| r.metric.len())
+                .max()
+                .unwrap_or(0)
+                .max(6),
+            self.rows
+                .iter()
+                .map(|r| r.value.len())
+                .max()
+                .unwrap_or(0)
+                .max(8),
+            self.rows
+                .iter()
+                .map(|r| r.target.len())
+                .max()
+                .unwrap_or(0)
+                .max(6),
         ];
         let line = |a: &str, b: &str, c: &str, d: &str, e: &str| {
-            println!("{a:<w0$}  {b:<w1$}  {c:>w2$}  {d:<w3$}  {e}", w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]);
+            println!(
+                "{a:<w0$}  {b:<w1$}  {c:>w2$}  {d:<w3$}  {e}",
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
         };
         println!();
         line("benchmark", "metric", "measured", "target", "");
         println!("{}", "-".repeat(widths.iter().sum::<usize>() + 14));
         let mut last = "";
         for row in &self.rows {
-            let bench = if row.bench == last { "" } else { row.bench.as_str() };
+            let bench = if row.bench == last {
+                ""
+            } else {
+                row.bench.as_str()
+            };
             last = &row.bench;
-            line(bench, &row.metric, &row.value, &row.target, row.verdict.mark());
+            line(
+                bench,
+                &row.metric,
+                &row.value,
+                &row.target,
+                row.verdict.mark(),
+            );
         }
         if !self.notes.is_empty() {
             println!("\nnotes:");

@@ -54,17 +54,25 @@ pub fn registration(pool: &PoolCredentials, hostname: &str) -> RegisterRequest {
 /// Signs `n` registrations on every core. Their timestamps stay acceptable
 /// for the server's allowed clock skew (5 minutes).
 pub fn presign(pool: &PoolCredentials, n: usize) -> Vec<RegisterRequest> {
-    let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(2).max(1);
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(2)
+        .max(1);
     let per = n.div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    (t * per..((t + 1) * per).min(n)).map(|i| registration(pool, &format!("sim-{i}"))).collect::<Vec<_>>()
+                    (t * per..((t + 1) * per).min(n))
+                        .map(|i| registration(pool, &format!("sim-{i}")))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a signing thread")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a signing thread"))
+            .collect()
     })
 }
 
@@ -96,18 +104,34 @@ async fn post<B: Serialize, T: DeserializeOwned>(
     if let Some(token) = session {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.map_err(|e| CallError { status: None, message: describe(&e) })?;
+    let response = request.send().await.map_err(|e| CallError {
+        status: None,
+        message: describe(&e),
+    })?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| CallError { status: Some(status), message: describe(&e) })?;
+    let bytes = response.bytes().await.map_err(|e| CallError {
+        status: Some(status),
+        message: describe(&e),
+    })?;
     if status.is_success() {
-        let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
-        return serde_json::from_slice(bytes).map_err(|e| CallError { status: Some(status), message: e.to_string() });
+        let bytes = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
+        return serde_json::from_slice(bytes).map_err(|e| CallError {
+            status: Some(status),
+            message: e.to_string(),
+        });
     }
     let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(body) => body.to_string(),
         Err(_) => String::from_utf8_lossy(&bytes).chars().take(300).collect(),
     };
-    Err(CallError { status: Some(status), message })
+    Err(CallError {
+        status: Some(status),
+        message,
+    })
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -132,9 +156,14 @@ pub struct Worker {
 
 impl Worker {
     /// Registers with a signed request (see [`registration`]).
-    pub async fn register(http: reqwest::Client, base: &str, request: &RegisterRequest) -> Result<Worker, CallError> {
+    pub async fn register(
+        http: reqwest::Client,
+        base: &str,
+        request: &RegisterRequest,
+    ) -> Result<Worker, CallError> {
         let url = format!("{base}/worker/register");
-        let response: RegisterResponse = post(&http, &url, None, request, Duration::from_secs(30)).await?;
+        let response: RegisterResponse =
+            post(&http, &url, None, request, Duration::from_secs(30)).await?;
         Ok(Worker {
             http,
             base: base.to_string(),
@@ -144,28 +173,70 @@ impl Worker {
         })
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, timeout: Duration) -> Result<T, CallError> {
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
         let session = self.session.read().expect("session lock").clone();
-        post(&self.http, &format!("{}{path}", self.base), Some(&session), body, timeout).await
+        post(
+            &self.http,
+            &format!("{}{path}", self.base),
+            Some(&session),
+            body,
+            timeout,
+        )
+        .await
     }
 
     pub async fn poll(&self, free_slots: u32, wait_ms: u64) -> Result<PollResponse, CallError> {
         let timeout = Duration::from_millis(wait_ms) + Duration::from_secs(15);
-        self.call("/worker/poll", &PollRequest { free_slots, wait_ms }, timeout).await
+        self.call(
+            "/worker/poll",
+            &PollRequest {
+                free_slots,
+                wait_ms,
+            },
+            timeout,
+        )
+        .await
     }
 
     pub async fn heartbeat(&self, runs: Vec<HeldLease>) -> Result<HeartbeatResponse, CallError> {
-        let response: HeartbeatResponse =
-            self.call("/worker/heartbeat", &HeartbeatRequest { runs, draining: false }, Duration::from_secs(15)).await?;
+        let response: HeartbeatResponse = self
+            .call(
+                "/worker/heartbeat",
+                &HeartbeatRequest {
+                    runs,
+                    draining: false,
+                },
+                Duration::from_secs(15),
+            )
+            .await?;
         if let Some(token) = &response.session_token {
             *self.session.write().expect("session lock") = token.clone();
         }
         Ok(response)
     }
 
-    pub async fn report_state(&self, run_id: &str, lease_id: &str, state: RunState) -> Result<(), CallError> {
-        let body = ReportState { lease_id: lease_id.to_string(), state };
-        let _: Option<()> = self.call(&format!("/worker/runs/{run_id}/state"), &body, Duration::from_secs(30)).await?;
+    pub async fn report_state(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        state: RunState,
+    ) -> Result<(), CallError> {
+        let body = ReportState {
+            lease_id: lease_id.to_string(),
+            state,
+        };
+        let _: Option<()> = self
+            .call(
+                &format!("/worker/runs/{run_id}/state"),
+                &body,
+                Duration::from_secs(30),
+            )
+            .await?;
         Ok(())
     }
 
@@ -178,7 +249,13 @@ impl Worker {
             reason: None,
             log_chunks: 0,
         };
-        let _: Option<()> = self.call(&format!("/worker/runs/{}/finish", lease.run_id), &body, Duration::from_secs(30)).await?;
+        let _: Option<()> = self
+            .call(
+                &format!("/worker/runs/{}/finish", lease.run_id),
+                &body,
+                Duration::from_secs(30),
+            )
+            .await?;
         Ok(())
     }
 }
@@ -225,7 +302,9 @@ pub async fn idle_poll_loop(worker: Arc<Worker>, stats: Arc<IdleStats>, until: I
                 stats.polls_ok.fetch_add(1, Ordering::Relaxed);
                 delay = Duration::from_millis(100);
                 if !response.leases.is_empty() {
-                    stats.unexpected_leases.fetch_add(response.leases.len() as u64, Ordering::Relaxed);
+                    stats
+                        .unexpected_leases
+                        .fetch_add(response.leases.len() as u64, Ordering::Relaxed);
                 }
             }
             Err(error) => {
@@ -277,7 +356,9 @@ pub async fn register_with_retry(
             Err(error) => {
                 let transient = match error.status {
                     None => true,
-                    Some(status) => status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+                    Some(status) => {
+                        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+                    }
                 };
                 let stale = error.status == Some(StatusCode::UNAUTHORIZED)
                     && (error.message.contains("timestamped") || error.message.contains("nonce"));

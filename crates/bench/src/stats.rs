@@ -6,12 +6,16 @@ use anyhow::{Context, Result};
 
 /// Milliseconds since the Unix epoch, with sub-millisecond precision.
 pub fn wall_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// An RFC 3339 timestamp (as in run transitions) in milliseconds since the epoch.
 pub fn rfc3339_ms(text: &str) -> Result<f64> {
-    let time = humantime::parse_rfc3339(text).with_context(|| format!("{text:?} is not an RFC 3339 timestamp"))?;
+    let time = humantime::parse_rfc3339(text)
+        .with_context(|| format!("{text:?} is not an RFC 3339 timestamp"))?;
     Ok(time.duration_since(UNIX_EPOCH)?.as_secs_f64() * 1000.0)
 }
 
@@ -58,7 +62,8 @@ pub struct ProcStatus {
 }
 
 pub fn proc_status(pid: u32) -> Result<ProcStatus> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid} is gone"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} is gone"))?;
     let field = |name: &str| -> u64 {
         text.lines()
             .find_map(|line| line.strip_prefix(name))
@@ -66,8 +71,15 @@ pub fn proc_status(pid: u32) -> Result<ProcStatus> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
-    Ok(ProcStatus { rss_kb: field("VmRSS:"), hwm_kb: field("VmHWM:"), threads: field("Threads:"), fds })
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    Ok(ProcStatus {
+        rss_kb: field("VmRSS:"),
+        hwm_kb: field("VmHWM:"),
+        threads: field("Threads:"),
+        fds,
+    })
 }
 
 /// utime + stime of a process, in seconds. `pid` None is this process.
@@ -88,7 +100,11 @@ pub fn cpu_seconds(pid: Option<u32>) -> Result<f64> {
 
 fn clock_ticks() -> f64 {
     use nix::unistd::{sysconf, SysconfVar};
-    sysconf(SysconfVar::CLK_TCK).ok().flatten().map(|t| t as f64).unwrap_or(100.0)
+    sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map(|t| t as f64)
+        .unwrap_or(100.0)
 }
 
 /// Measures a process's CPU use over a span of wall time.
@@ -100,12 +116,19 @@ pub struct CpuMeter {
 
 impl CpuMeter {
     pub fn start(pid: Option<u32>) -> Result<CpuMeter> {
-        Ok(CpuMeter { pid, cpu: cpu_seconds(pid)?, at: std::time::Instant::now() })
+        Ok(CpuMeter {
+            pid,
+            cpu: cpu_seconds(pid)?,
+            at: std::time::Instant::now(),
+        })
     }
 
     /// (CPU seconds used, wall seconds elapsed) since start.
     pub fn read(&self) -> Result<(f64, f64)> {
-        Ok((cpu_seconds(self.pid)? - self.cpu, self.at.elapsed().as_secs_f64()))
+        Ok((
+            cpu_seconds(self.pid)? - self.cpu,
+            self.at.elapsed().as_secs_f64(),
+        ))
     }
 
     /// Average use since start, in percent of one core.
@@ -121,7 +144,9 @@ pub fn raise_nofile() -> u64 {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((_, hard)) => {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-            getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(hard)
+            getrlimit(Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(hard)
         }
         Err(_) => 0,
     }
