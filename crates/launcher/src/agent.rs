@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{CallError, ControlPlane};
 use crate::config::Config;
+use crate::executor::Executor;
 use crate::exit;
 use crate::orphans::InFlightRuns;
 use crate::run::{self, Control, RunContext};
@@ -62,7 +63,12 @@ impl Shared {
 
     fn held_leases(&self) -> Vec<HeldLease> {
         let runs = self.runs.lock().expect("runs lock");
-        runs.iter().map(|(id, h)| HeldLease { run_id: id.clone(), lease_id: h.lease_id.clone() }).collect()
+        runs.iter()
+            .map(|(id, h)| HeldLease {
+                run_id: id.clone(),
+                lease_id: h.lease_id.clone(),
+            })
+            .collect()
     }
 
     fn control(&self, run_id: &str, message: Control) {
@@ -81,6 +87,16 @@ impl Shared {
 pub async fn run(config: Config) -> u8 {
     let in_flight = match InFlightRuns::open(&config.work_dir) {
         Ok(in_flight) => in_flight,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("gantry-launcher: configuration error: {message}");
+            return exit::CONFIG;
+        }
+    };
+    // Before registering: what a crashed predecessor left running (run
+    // containers) stops before its runs are reported failed.
+    let executor = match Executor::open(&config).await {
+        Ok(executor) => executor,
         Err(message) => {
             tracing::error!("{message}");
             eprintln!("gantry-launcher: configuration error: {message}");
@@ -122,9 +138,24 @@ pub async fn run(config: Config) -> u8 {
     });
     let (events, mut inbox) = mpsc::unbounded_channel();
     let heartbeat_interval = Duration::from_millis(registration.heartbeat_interval_ms.max(100));
-    let poll_task = tokio::spawn(poll_loop(client.clone(), shared.clone(), config.max_concurrent_runs, events.clone()));
-    let heartbeat_task = tokio::spawn(heartbeat_loop(client.clone(), shared.clone(), heartbeat_interval, events.clone()));
-    let ctx = Arc::new(RunContext { config: config.clone(), client: client.clone(), in_flight });
+    let poll_task = tokio::spawn(poll_loop(
+        client.clone(),
+        shared.clone(),
+        config.max_concurrent_runs,
+        events.clone(),
+    ));
+    let heartbeat_task = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        shared.clone(),
+        heartbeat_interval,
+        events.clone(),
+    ));
+    let ctx = Arc::new(RunContext {
+        config: config.clone(),
+        client: client.clone(),
+        in_flight,
+        executor,
+    });
 
     let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
     let mut sigint = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
@@ -207,7 +238,10 @@ pub async fn run(config: Config) -> u8 {
 /// returns instead of leasing us more work.
 async fn start_leaving(client: &ControlPlane, shared: &Shared) {
     shared.leaving.store(true, Ordering::Release);
-    let request = HeartbeatRequest { runs: shared.held_leases(), draining: true };
+    let request = HeartbeatRequest {
+        runs: shared.held_leases(),
+        draining: true,
+    };
     if let Err(error) = client.heartbeat(&request).await {
         tracing::warn!(%error, "cannot tell the control plane about the drain");
         // If it cannot hear us, it cannot lease us anything either.
@@ -217,22 +251,43 @@ async fn start_leaving(client: &ControlPlane, shared: &Shared) {
 
 fn refused_at_start(config: &Config, error: &CallError) -> u8 {
     let (code, what) = match error.code() {
-        Some("version_refused") => (exit::VERSION, "the control plane refused this launcher's version"),
-        Some("unauthorized") => (exit::CREDENTIALS, "the control plane refused the pool credentials"),
-        _ if matches!(error, CallError::Unreachable(_)) => (exit::FAILURE, "cannot reach the control plane"),
+        Some("version_refused") => (
+            exit::VERSION,
+            "the control plane refused this launcher's version",
+        ),
+        Some("unauthorized") => (
+            exit::CREDENTIALS,
+            "the control plane refused the pool credentials",
+        ),
+        _ if matches!(error, CallError::Unreachable(_)) => {
+            (exit::FAILURE, "cannot reach the control plane")
+        }
         _ => (exit::FAILURE, "registration failed"),
     };
     tracing::error!(url = %config.token.url, %error, "{what}");
-    eprintln!("gantry-launcher: {what} at {} (from GANTRY_TOKEN): {error}", config.token.url);
+    eprintln!(
+        "gantry-launcher: {what} at {} (from GANTRY_TOKEN): {error}",
+        config.token.url
+    );
     code
 }
 
-async fn poll_loop(client: Arc<ControlPlane>, shared: Arc<Shared>, max: u32, events: mpsc::UnboundedSender<Event>) {
+async fn poll_loop(
+    client: Arc<ControlPlane>,
+    shared: Arc<Shared>,
+    max: u32,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         let free_slots = shared.free_slots(max);
-        shared.poll_with_slots.store(free_slots > 0, Ordering::Release);
-        let request = PollRequest { free_slots, wait_ms: POLL_WAIT.as_millis() as u64 };
+        shared
+            .poll_with_slots
+            .store(free_slots > 0, Ordering::Release);
+        let request = PollRequest {
+            free_slots,
+            wait_ms: POLL_WAIT.as_millis() as u64,
+        };
         let result = if free_slots == 0 {
             // A poll without free slots cannot bring leases, so it is safe
             // to abandon when a slot frees up: poll again, asking for work.
@@ -247,7 +302,9 @@ async fn poll_loop(client: Arc<ControlPlane>, shared: Arc<Shared>, max: u32, eve
             Ok(response) => {
                 delay = Duration::from_millis(100);
                 if !response.leases.is_empty() {
-                    shared.running.fetch_add(response.leases.len() as u32, Ordering::AcqRel);
+                    shared
+                        .running
+                        .fetch_add(response.leases.len() as u32, Ordering::AcqRel);
                     let _ = events.send(Event::Leases(response.leases));
                 }
                 let _ = events.send(Event::Instructions(response.instructions));
@@ -268,12 +325,20 @@ async fn poll_loop(client: Arc<ControlPlane>, shared: Arc<Shared>, max: u32, eve
     }
 }
 
-async fn heartbeat_loop(client: Arc<ControlPlane>, shared: Arc<Shared>, interval: Duration, events: mpsc::UnboundedSender<Event>) {
+async fn heartbeat_loop(
+    client: Arc<ControlPlane>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let request = HeartbeatRequest { runs: shared.held_leases(), draining: shared.leaving.load(Ordering::Acquire) };
+        let request = HeartbeatRequest {
+            runs: shared.held_leases(),
+            draining: shared.leaving.load(Ordering::Acquire),
+        };
         match client.heartbeat(&request).await {
             Ok(response) => {
                 if let Some(token) = response.session_token {

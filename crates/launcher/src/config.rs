@@ -12,7 +12,8 @@ use clap::{Parser, ValueEnum};
 use gantry_pki::PoolPrivateKey;
 use gantry_wire::token::PoolToken;
 
-const ABOUT: &str = "The Gantry launcher: joins a worker pool, takes runs, executes them, streams their logs.";
+const ABOUT: &str =
+    "The Gantry launcher: joins a worker pool, takes runs, executes them, streams their logs.";
 
 const LONG_ABOUT: &str = "\
 The Gantry launcher: joins a worker pool, takes runs, executes them, streams their logs.
@@ -42,6 +43,17 @@ pub enum ExecutorKind {
     Process,
 }
 
+/// When the Docker executor pulls a run's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the worker.
+    IfNotPresent,
+    /// Pull before every run (a private registry's latest tag).
+    Always,
+    /// Never pull: only images already on the worker (air-gapped hosts).
+    Never,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -52,7 +64,12 @@ pub enum LogFormat {
 #[command(name = "gantry-launcher", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Args {
     /// The pool token printed by `gantry pool create` (base64).
-    #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "GANTRY_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
 
     /// Read the pool token from this file instead.
@@ -60,7 +77,12 @@ struct Args {
     token_file: Option<PathBuf>,
 
     /// The pool's private key: base64 of the whole PEM file (`base64 -w0 < pool.key`).
-    #[arg(long, env = "GANTRY_POOL_PRIVATE_KEY", hide_env_values = true, conflicts_with = "private_key_file")]
+    #[arg(
+        long,
+        env = "GANTRY_POOL_PRIVATE_KEY",
+        hide_env_values = true,
+        conflicts_with = "private_key_file"
+    )]
     private_key: Option<String>,
 
     /// Read the private key from this file (PEM, or base64 of the PEM).
@@ -119,6 +141,29 @@ struct Args {
     #[arg(long, env = "GANTRY_DOCKER_CONFIG_DIR")]
     docker_config_dir: Option<PathBuf>,
 
+    /// CPUs for each run container, e.g. 1.5 (default: no limit).
+    #[arg(long, env = "GANTRY_WORKER_CPUS", value_parser = parse_cpus)]
+    worker_cpus: Option<f64>,
+
+    /// Memory for each run container, e.g. 512m or 4g (default: no limit).
+    #[arg(long, env = "GANTRY_WORKER_MEMORY", value_parser = parse_memory)]
+    worker_memory: Option<u64>,
+
+    /// User that runs execute as in their container: uid[:gid] or a name the
+    /// image knows. Default: 1000:1000 when the launcher is root, else the
+    /// launcher's own uid:gid.
+    #[arg(long, env = "GANTRY_WORKER_USER")]
+    worker_user: Option<String>,
+
+    /// When to pull runner images: if-not-present, always or never.
+    #[arg(
+        long,
+        env = "GANTRY_PULL_POLICY",
+        value_enum,
+        default_value = "if-not-present"
+    )]
+    pull_policy: PullPolicy,
+
     /// Where workspaces, log spools and the list of runs in flight live. Two
     /// launchers on one host need two directories.
     #[arg(long, env = "GANTRY_WORK_DIR")]
@@ -135,6 +180,48 @@ struct Args {
     /// Log filter, e.g. `info` or `gantry_launcher=debug`.
     #[arg(long, env = "GANTRY_LOG_LEVEL", default_value = "info")]
     log_level: String,
+}
+
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    let cpus: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of CPUs; write e.g. 2 or 1.5"))?;
+    if !(cpus.is_finite() && cpus >= 0.01) {
+        return Err(format!("{text:?}: give at least 0.01 CPUs"));
+    }
+    Ok(cpus)
+}
+
+/// Docker's memory sizes: bytes, or a number with b, k, m or g (powers of
+/// 1024; `kb`, `mib` and the like are accepted too).
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let multiplier: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a memory size; write e.g. 512m or 4g"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a memory size; write e.g. 512m or 4g"))?;
+    let bytes = value * multiplier as f64;
+    // Docker refuses less than 6 MiB.
+    if !(bytes.is_finite() && bytes >= (6 << 20) as f64) {
+        return Err(format!("{text:?}: give at least 6m"));
+    }
+    Ok(bytes as u64)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -165,6 +252,11 @@ pub struct Config {
     pub worker_network: Option<String>,
     pub worker_runtime: Option<String>,
     pub docker_config_dir: Option<PathBuf>,
+    pub worker_cpus: Option<f64>,
+    /// Bytes.
+    pub worker_memory: Option<u64>,
+    pub worker_user: Option<String>,
+    pub pull_policy: PullPolicy,
     pub work_dir: PathBuf,
     pub register_timeout: Duration,
     pub tags: BTreeMap<String, String>,
@@ -180,7 +272,10 @@ pub struct ConfigError {
 }
 
 fn error(variable: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { variable: variable.to_string(), message: message.into() }
+    ConfigError {
+        variable: variable.to_string(),
+        message: message.into(),
+    }
 }
 
 /// clap names the flag; operators set the variable. Name both.
@@ -188,10 +283,24 @@ fn from_clap(error: clap::Error) -> ConfigError {
     use clap::error::{ContextKind, ContextValue};
     use clap::CommandFactory;
     let rendered = error.to_string();
-    let message = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
     let flag = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => arg.split_whitespace().next().unwrap_or_default().to_string(),
-        _ => return ConfigError { variable: "arguments".into(), message },
+        Some(ContextValue::String(arg)) => arg
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        _ => {
+            return ConfigError {
+                variable: "arguments".into(),
+                message,
+            }
+        }
     };
     let long = flag.trim_start_matches("--");
     let variable = Args::command()
@@ -207,21 +316,45 @@ fn from_clap(error: clap::Error) -> ConfigError {
 pub fn load() -> Result<Config, ConfigError> {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
         Err(e) => return Err(from_clap(e)),
     };
     let token_text = match (&args.token, &args.token_file) {
         (Some(token), _) => token.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| error("--token-file", format!("cannot read {}: {e}", path.display())))?,
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            error(
+                "--token-file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?,
         (None, None) => {
-            return Err(error("GANTRY_TOKEN", "not set; give the pool token from `gantry pool create` (or --token-file)"))
+            return Err(error(
+                "GANTRY_TOKEN",
+                "not set; give the pool token from `gantry pool create` (or --token-file)",
+            ))
         }
     };
-    let variable = if args.token.is_some() { "GANTRY_TOKEN" } else { "--token-file" };
+    let variable = if args.token.is_some() {
+        "GANTRY_TOKEN"
+    } else {
+        "--token-file"
+    };
     let token = PoolToken::decode(&token_text).map_err(|e| error(variable, e.to_string()))?;
     if !(token.url.starts_with("http://") || token.url.starts_with("https://")) {
-        return Err(error(variable, format!("the token's control plane URL {:?} is not an http(s) URL", token.url)));
+        return Err(error(
+            variable,
+            format!(
+                "the token's control plane URL {:?} is not an http(s) URL",
+                token.url
+            ),
+        ));
     }
 
     let private_key = load_private_key(&args)?;
@@ -239,15 +372,17 @@ pub fn load() -> Result<Config, ConfigError> {
     }
 
     let extra_roots = match &args.additional_root_cas {
-        Some(text) if !text.trim().is_empty() => {
-            crate::ca_bundle::decode_ca_bundle(text).map_err(|e| error("GANTRY_ADDITIONAL_ROOT_CAS", e.to_string()))?
-        }
+        Some(text) if !text.trim().is_empty() => crate::ca_bundle::decode_ca_bundle(text)
+            .map_err(|e| error("GANTRY_ADDITIONAL_ROOT_CAS", e.to_string()))?,
         _ => Vec::new(),
     };
 
     for name in args.passthrough_envs.iter().chain(&args.mask_envs) {
         if name.trim().is_empty() || name.contains('=') {
-            return Err(error("GANTRY_PASSTHROUGH_ENVS", format!("{name:?} is not a variable name; list names, comma-separated")));
+            return Err(error(
+                "GANTRY_PASSTHROUGH_ENVS",
+                format!("{name:?} is not a variable name; list names, comma-separated"),
+            ));
         }
     }
     for mount in &args.worker_extra_mounts {
@@ -272,7 +407,11 @@ pub fn load() -> Result<Config, ConfigError> {
     let work_dir = args.work_dir.clone().unwrap_or_else(default_work_dir);
     let log_format = args.log_format.unwrap_or_else(|| {
         use std::io::IsTerminal;
-        if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json }
+        if std::io::stderr().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        }
     });
 
     Ok(Config {
@@ -291,6 +430,10 @@ pub fn load() -> Result<Config, ConfigError> {
         worker_network: args.worker_network,
         worker_runtime: args.worker_runtime,
         docker_config_dir: args.docker_config_dir,
+        worker_cpus: args.worker_cpus,
+        worker_memory: args.worker_memory,
+        worker_user: args.worker_user.filter(|u| !u.trim().is_empty()),
+        pull_policy: args.pull_policy,
         work_dir,
         register_timeout: args.register_timeout,
         tags: metadata_tags(std::env::vars()),
@@ -300,7 +443,11 @@ pub fn load() -> Result<Config, ConfigError> {
 }
 
 fn trimmed(names: Vec<String>) -> Vec<String> {
-    names.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()
+    names
+        .into_iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 fn load_private_key(args: &Args) -> Result<PoolPrivateKey, ConfigError> {
@@ -321,12 +468,21 @@ fn load_private_key(args: &Args) -> Result<PoolPrivateKey, ConfigError> {
         text
     } else {
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|e| {
-            error(variable, format!("not valid base64 ({e}); set it to the output of `base64 -w0 < pool.key`"))
-        })?;
-        String::from_utf8(bytes).map_err(|_| error(variable, "the base64 does not decode to a PEM text file"))?
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|e| {
+                error(
+                    variable,
+                    format!(
+                        "not valid base64 ({e}); set it to the output of `base64 -w0 < pool.key`"
+                    ),
+                )
+            })?;
+        String::from_utf8(bytes)
+            .map_err(|_| error(variable, "the base64 does not decode to a PEM text file"))?
     };
-    pem.parse::<PoolPrivateKey>().map_err(|e| error(variable, e.to_string()))
+    pem.parse::<PoolPrivateKey>()
+        .map_err(|e| error(variable, e.to_string()))
 }
 
 fn default_work_dir() -> PathBuf {
@@ -351,10 +507,18 @@ pub fn metadata_tags(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<S
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
-        LogFormat::Text => builder.with_ansi(std::env::var_os("NO_COLOR").is_none()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::env::var_os("NO_COLOR").is_none())
+            .init(),
     }
 }
 
@@ -365,7 +529,10 @@ mod tests {
     #[test]
     fn metadata_variables_become_tags() {
         let vars = [
-            ("GANTRY_METADATA_instance_id".to_string(), "i-123".to_string()),
+            (
+                "GANTRY_METADATA_instance_id".to_string(),
+                "i-123".to_string(),
+            ),
             ("GANTRY_METADATA_".to_string(), "ignored".to_string()),
             ("HOME".to_string(), "/root".to_string()),
         ];
@@ -375,9 +542,28 @@ mod tests {
     }
 
     #[test]
+    fn container_limits_are_checked() {
+        assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_memory("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_memory("268435456").unwrap(), 256 << 20);
+        assert!(parse_memory("1k").unwrap_err().contains("at least 6m"));
+        assert!(parse_memory("lots")
+            .unwrap_err()
+            .contains("not a memory size"));
+        assert_eq!(parse_cpus("1.5").unwrap(), 1.5);
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("two")
+            .unwrap_err()
+            .contains("not a number of CPUs"));
+    }
+
+    #[test]
     fn durations_are_checked() {
         assert_eq!(parse_duration("70m").unwrap(), Duration::from_secs(4200));
-        assert!(parse_duration("seventy").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("seventy")
+            .unwrap_err()
+            .contains("not a duration"));
         assert!(parse_duration("0s").is_err());
     }
 }

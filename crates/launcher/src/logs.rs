@@ -1,9 +1,10 @@
 //! A run's log, from pipe to control plane, without blocking the run and
 //! without holding it in memory.
 //!
-//! A reader thread copies the run's output pipe into a spool file as fast as
-//! the run writes it. An uploader task cuts the spool into numbered chunks
-//! (`LogChunk` seq 0, 1, 2…) and PUTs each until the control plane has it.
+//! A [`SpoolSink`] copies the run's output (a pipe, read by a thread, or a
+//! container's attach stream) into a spool file as fast as the run writes
+//! it. An uploader task cuts the spool into numbered chunks (`LogChunk` seq
+//! 0, 1, 2…) and PUTs each until the control plane has it.
 //! Chunk boundaries are remembered, so any chunk can be sent again with the
 //! same bytes: uploads are idempotent, and a dropped connection or a
 //! restarted control plane costs a retry, never a lost or doubled line.
@@ -55,26 +56,77 @@ impl Spool {
     }
 }
 
-/// Copies `pipe` into the spool file until every writer has closed it.
-pub fn spawn_reader(mut pipe: std::io::PipeReader, mut file: File, spool: Arc<Spool>) -> std::thread::JoinHandle<()> {
+/// The writing end of a spool: appends to the spool file and wakes the
+/// uploader. Clones share the file (each write is appended whole, so writers
+/// interleave by write, never inside one); the spool is closed when the last
+/// clone is dropped. The process executor feeds it from a pipe
+/// ([`spawn_reader`]), the Docker executor from the container's attach
+/// stream, and the launcher adds its own lines through it.
+#[derive(Clone)]
+pub struct SpoolSink {
+    inner: Arc<SinkInner>,
+}
+
+struct SinkInner {
+    file: Mutex<File>,
+    spool: Arc<Spool>,
+}
+
+impl Drop for SinkInner {
+    fn drop(&mut self) {
+        self.spool.close();
+    }
+}
+
+impl SpoolSink {
+    pub fn new(file: File, spool: Arc<Spool>) -> SpoolSink {
+        SpoolSink {
+            inner: Arc::new(SinkInner {
+                file: Mutex::new(file),
+                spool,
+            }),
+        }
+    }
+
+    /// Appends `data` to the spool.
+    pub fn append(&self, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let spool = &self.inner.spool;
+        self.inner
+            .file
+            .lock()
+            .expect("spool file lock")
+            .write_all(data)?;
+        spool.written.fetch_add(data.len() as u64, Ordering::AcqRel);
+        *spool.last_output.lock().expect("spool lock") = Instant::now();
+        spool.notify.notify_one();
+        Ok(())
+    }
+
+    /// Appends one line written by the launcher itself (`gantry: …`).
+    pub fn line(&self, text: &str) {
+        let _ = self.append(format!("gantry: {text}\n").as_bytes());
+    }
+}
+
+/// Copies `pipe` into the spool until every writer has closed it.
+pub fn spawn_reader(mut pipe: std::io::PipeReader, sink: SpoolSink) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             match pipe.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if file.write_all(&buffer[..n]).is_err() {
+                    if sink.append(&buffer[..n]).is_err() {
                         break;
                     }
-                    spool.written.fetch_add(n as u64, Ordering::AcqRel);
-                    *spool.last_output.lock().expect("spool lock") = Instant::now();
-                    spool.notify.notify_one();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
-        spool.close();
     })
 }
 
@@ -86,7 +138,11 @@ pub struct Masker {
 
 impl Masker {
     pub fn new(values: impl IntoIterator<Item = String>) -> Masker {
-        let mut secrets: Vec<Vec<u8>> = values.into_iter().filter(|v| v.len() >= 3).map(String::into_bytes).collect();
+        let mut secrets: Vec<Vec<u8>> = values
+            .into_iter()
+            .filter(|v| v.len() >= 3)
+            .map(String::into_bytes)
+            .collect();
         // Longest first, so a secret containing another is masked whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
@@ -136,7 +192,13 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    pub fn new(client: Arc<ControlPlane>, run_id: &str, lease_id: &str, spool_path: &Path, masker: Masker) -> std::io::Result<Uploader> {
+    pub fn new(
+        client: Arc<ControlPlane>,
+        run_id: &str,
+        lease_id: &str,
+        spool_path: &Path,
+        masker: Masker,
+    ) -> std::io::Result<Uploader> {
         Ok(Uploader {
             client,
             run_id: run_id.to_string(),
@@ -187,7 +249,11 @@ impl Uploader {
         let data = self.masker.mask(&data);
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.client.put_log_chunk(&self.run_id, &self.lease_id, seq, data.clone()).await {
+            match self
+                .client
+                .put_log_chunk(&self.run_id, &self.lease_id, seq, data.clone())
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_lease_lost() => return Err(UploadError::LeaseLost),
                 Err(error) => {
@@ -210,8 +276,15 @@ mod tests {
 
     #[test]
     fn masks_longest_first_and_keeps_the_rest() {
-        let masker = Masker::new(["hunter2".to_string(), "hunter2-extra".to_string(), "ab".to_string()]);
-        assert_eq!(masker.mask(b"pw=hunter2-extra and hunter2, ab"), b"pw=*** and ***, ab".to_vec());
+        let masker = Masker::new([
+            "hunter2".to_string(),
+            "hunter2-extra".to_string(),
+            "ab".to_string(),
+        ]);
+        assert_eq!(
+            masker.mask(b"pw=hunter2-extra and hunter2, ab"),
+            b"pw=*** and ***, ab".to_vec()
+        );
         assert_eq!(masker.holdback(), 12);
     }
 }

@@ -2,7 +2,6 @@
 //! logs, timeouts, stop, and the final report.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +9,13 @@ use std::time::Duration;
 use gantry_wire::run::RunState;
 use gantry_wire::worker::{FinishRun, Outcome, RunLease};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::client::{with_retry, ControlPlane};
 use crate::config::Config;
-use crate::executor::process::ProcessRun;
-use crate::executor::{Exit, RunSpec};
-use crate::logs::{spawn_reader, Masker, Spool, UploadError, Uploader};
+use crate::executor::{Executor, Exit, RunSpec, Running, Stopper};
+use crate::logs::{Masker, Spool, SpoolSink, UploadError, Uploader};
 use crate::orphans::InFlightRuns;
 
 /// What the agent tells a run in flight.
@@ -28,13 +28,22 @@ pub enum Control {
 }
 
 /// Variables every run gets, for tools to find their way around.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const PROXY_VARS: [&str; 6] = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"];
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
 
 pub struct RunContext {
     pub config: Config,
     pub client: Arc<ControlPlane>,
     pub in_flight: InFlightRuns,
+    pub executor: Executor,
 }
 
 /// The run's whole environment: what the run defines, the launcher's proxy
@@ -50,8 +59,16 @@ pub fn run_environment(
     env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
     env.insert("HOME".to_string(), workspace.display().to_string());
     env.insert("GANTRY_RUN_ID".to_string(), lease.run_id.clone());
-    env.insert("GANTRY_WORKSPACE".to_string(), workspace.display().to_string());
-    for name in PROXY_VARS.iter().copied().map(str::to_string).chain(config.passthrough_envs.iter().cloned()) {
+    env.insert(
+        "GANTRY_WORKSPACE".to_string(),
+        workspace.display().to_string(),
+    );
+    for name in PROXY_VARS
+        .iter()
+        .copied()
+        .map(str::to_string)
+        .chain(config.passthrough_envs.iter().cloned())
+    {
         if let Some(value) = launcher_env.get(&name) {
             env.insert(name, value.clone());
         }
@@ -66,22 +83,79 @@ struct Ending {
     reason: Option<String>,
 }
 
-pub async fn execute(ctx: Arc<RunContext>, lease: RunLease, mut control: mpsc::UnboundedReceiver<Control>) {
+impl Ending {
+    fn failed(reason: String) -> Ending {
+        Ending {
+            outcome: Outcome::Failed,
+            exit_code: None,
+            reason: Some(reason),
+        }
+    }
+
+    fn stopped(reason: String) -> Ending {
+        Ending {
+            outcome: Outcome::Stopped,
+            exit_code: None,
+            reason: Some(reason),
+        }
+    }
+
+    /// The end the command's exit decides, when nothing else decided it.
+    fn of_exit(exit: Exit) -> Ending {
+        match exit {
+            Exit::Code(0) => Ending {
+                outcome: Outcome::Succeeded,
+                exit_code: Some(0),
+                reason: None,
+            },
+            Exit::Code(code) => Ending {
+                exit_code: Some(code),
+                ..Ending::failed(format!("the command exited with code {code}"))
+            },
+            Exit::Signal(signal) => {
+                Ending::failed(format!("the command was killed by signal {signal}"))
+            }
+            Exit::OutOfMemory(code) => Ending {
+                exit_code: Some(code),
+                ..Ending::failed(
+                    "the run ran out of memory: the kernel killed its container at its memory limit \
+                     (GANTRY_WORKER_MEMORY)"
+                        .to_string(),
+                )
+            },
+        }
+    }
+}
+
+pub async fn execute(
+    ctx: Arc<RunContext>,
+    lease: RunLease,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
     let run_id = lease.run_id.clone();
     ctx.in_flight.remember(&run_id, &lease.lease_id);
     let workspace = ctx.config.work_dir.join("workspaces").join(&run_id);
-    let spool_path = ctx.config.work_dir.join("logs").join(format!("{run_id}.log"));
+    let spool_path = ctx
+        .config
+        .work_dir
+        .join("logs")
+        .join(format!("{run_id}.log"));
     let result = execute_in(&ctx, &lease, &mut control, &workspace, &spool_path).await;
     let _ = std::fs::remove_dir_all(&workspace);
     let _ = std::fs::remove_file(&spool_path);
     ctx.in_flight.forget(&run_id);
     match result {
         Ok(()) => {}
-        Err(Abandoned) => tracing::warn!(run_id, "run abandoned: this worker no longer holds its lease"),
+        Err(Abandoned) => tracing::warn!(
+            run_id,
+            "run abandoned: this worker no longer holds its lease"
+        ),
     }
 }
 
 struct Abandoned;
+
+type Upload = (Uploader, Result<u64, UploadError>);
 
 async fn execute_in(
     ctx: &RunContext,
@@ -92,7 +166,7 @@ async fn execute_in(
 ) -> Result<(), Abandoned> {
     let run_id = lease.run_id.as_str();
     let config = &ctx.config;
-    tracing::info!(run_id, command = ?lease.command, "run started");
+    tracing::info!(run_id, command = ?lease.command, image = ?lease.image, "run started");
 
     let prepared = std::fs::create_dir_all(workspace)
         .and_then(|_| std::fs::create_dir_all(spool_path.parent().expect("spool has a parent")))
@@ -100,12 +174,22 @@ async fn execute_in(
     let spool_file = match prepared {
         Ok(file) => file,
         Err(error) => {
-            let reason = format!("the launcher cannot prepare the workspace {}: {error}", workspace.display());
-            return finish(ctx, lease, 0, Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) }).await;
+            let reason = format!(
+                "the launcher cannot prepare the workspace {}: {error}",
+                workspace.display()
+            );
+            return finish(ctx, lease, 0, Ending::failed(reason)).await;
         }
     };
 
-    let report = with_retry(|| ctx.client.report_state(run_id, &lease.lease_id, RunState::Applying), Duration::from_secs(60)).await;
+    let report = with_retry(
+        || {
+            ctx.client
+                .report_state(run_id, &lease.lease_id, RunState::Applying)
+        },
+        Duration::from_secs(60),
+    )
+    .await;
     if let Err(error) = report {
         if error.is_lease_lost() {
             return Err(Abandoned);
@@ -114,124 +198,206 @@ async fn execute_in(
     }
 
     let launcher_env: BTreeMap<String, String> = std::env::vars().collect();
-    let env = run_environment(config, lease, workspace, &launcher_env);
-    let masker = Masker::new(config.mask_envs.iter().filter_map(|name| launcher_env.get(name).cloned()));
-    let spec = RunSpec { run_id: run_id.to_string(), command: lease.command.clone(), env, workspace: workspace.clone() };
+    let run_workspace = ctx.executor.run_workspace(workspace);
+    let env = run_environment(config, lease, &run_workspace, &launcher_env);
+    let masker = Masker::new(
+        config
+            .mask_envs
+            .iter()
+            .filter_map(|name| launcher_env.get(name).cloned()),
+    );
+    let spec = RunSpec {
+        run_id: run_id.to_string(),
+        command: lease.command.clone(),
+        env,
+        workspace: workspace.clone(),
+        image: lease.image.clone(),
+    };
 
     let spool = Spool::new();
-    let mut uploader = match Uploader::new(ctx.client.clone(), run_id, &lease.lease_id, spool_path, masker) {
+    let mut uploader = match Uploader::new(
+        ctx.client.clone(),
+        run_id,
+        &lease.lease_id,
+        spool_path,
+        masker,
+    ) {
         Ok(uploader) => uploader,
         Err(error) => {
             let reason = format!("the launcher cannot read its log spool: {error}");
-            return finish(ctx, lease, 0, Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) }).await;
+            return finish(ctx, lease, 0, Ending::failed(reason)).await;
         }
     };
-
-    let (mut process, pipe, mut launcher_pipe) = match ProcessRun::start(&spec) {
-        Ok(started) => started,
-        Err(error) => {
-            let reason = format!("cannot start `{}`: {error}", spec.command[0]);
-            let (pipe, mut writer) = std::io::pipe().expect("a pipe");
-            let reader = spawn_reader(pipe, spool_file, spool.clone());
-            let _ = writeln!(writer, "gantry: {reason}");
-            drop(writer);
-            let _ = reader.join();
-            let chunks = uploader.run(spool).await.map_err(|UploadError::LeaseLost| Abandoned)?;
-            return finish_with(ctx, lease, &uploader, chunks, Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) }).await;
-        }
-    };
-    let group = process.group();
-    let reader = spawn_reader(pipe, spool_file, spool.clone());
-    let upload = {
-        let spool = spool.clone();
-        async move {
-            let result = uploader.run(spool).await;
-            (uploader, result)
-        }
-    };
-    tokio::pin!(upload);
-    let mut upload_result = None;
-
-    let deadline = tokio::time::Instant::now() + config.run_timeout;
-    let mut kill_at: Option<tokio::time::Instant> = None;
-    let mut ending: Option<Ending> = None;
-    let mut abandoned = false;
-    let mut inactivity_check = tokio::time::interval(Duration::from_secs(1));
-
-    let exit = loop {
-        tokio::select! {
-            exit = process.wait() => break exit,
-            result = &mut upload, if upload_result.is_none() => {
-                // The uploader only returns early when the lease is gone.
-                upload_result = Some(result);
-                abandoned = true;
-                group.kill();
+    let sink = SpoolSink::new(spool_file, spool.clone());
+    let mut watch = Watch {
+        deadline: Instant::now() + config.run_timeout,
+        kill_at: None,
+        ending: None,
+        abandoned: false,
+        upload: tokio::spawn({
+            let spool = spool.clone();
+            async move {
+                let result = uploader.run(spool).await;
+                (uploader, result)
             }
-            Some(message) = control.recv() => match message {
+        }),
+        uploaded: None,
+    };
+
+    // Starting can take a while (a container image to pull): stop requests,
+    // a lost lease and the run timeout apply from here on.
+    let started = tokio::select! {
+        started = ctx.executor.start(&spec, &sink) => Some(started),
+        done = &mut watch.upload => {
+            watch.uploaded = Some(joined(done));
+            watch.abandoned = true;
+            None
+        }
+        Some(message) = control.recv() => {
+            match message {
                 Control::Stop(reason) => {
-                    if ending.is_none() {
-                        let _ = writeln!(launcher_pipe, "gantry: {reason}; stopping the run");
-                        ending = Some(Ending { outcome: Outcome::Stopped, exit_code: None, reason: Some(reason) });
-                        group.terminate();
-                        kill_at = Some(tokio::time::Instant::now() + config.stop_grace);
-                    }
+                    sink.line(&format!("{reason}; stopping the run"));
+                    watch.ending = Some(Ending::stopped(reason));
                 }
-                Control::Abandon => {
-                    abandoned = true;
-                    group.kill();
-                }
-            },
-            _ = tokio::time::sleep_until(deadline), if ending.is_none() => {
-                let reason = format!("the run timed out after {} (GANTRY_RUN_TIMEOUT)", humantime::format_duration(config.run_timeout));
-                let _ = writeln!(launcher_pipe, "gantry: {reason}");
-                ending = Some(Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) });
-                group.terminate();
-                kill_at = Some(tokio::time::Instant::now() + config.stop_grace);
+                Control::Abandon => watch.abandoned = true,
             }
-            _ = inactivity_check.tick(), if ending.is_none() => {
-                if spool.since_last_output() >= config.logs_timeout {
-                    let reason = format!("the run printed nothing for {} (GANTRY_LOGS_TIMEOUT)", humantime::format_duration(config.logs_timeout));
-                    let _ = writeln!(launcher_pipe, "gantry: {reason}");
-                    ending = Some(Ending { outcome: Outcome::Failed, exit_code: None, reason: Some(reason) });
-                    group.terminate();
-                    kill_at = Some(tokio::time::Instant::now() + config.stop_grace);
-                }
-            }
-            _ = sleep_until_opt(kill_at) => {
-                group.kill();
-                kill_at = None;
-            }
+            None
+        }
+        _ = tokio::time::sleep_until(watch.deadline) => {
+            let reason = timeout_reason(config);
+            sink.line(&reason);
+            watch.ending = Some(Ending::failed(reason));
+            None
         }
     };
-    // Whatever the main process left in the background goes too: it would
-    // hold the log pipe open and outlive the run.
-    group.kill();
-    drop(launcher_pipe);
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    let (uploader, result) = match upload_result {
-        Some(done) => done,
-        None => upload.await,
+    let exit = match started {
+        Some(Ok(mut running)) => {
+            let exit = watch.supervise(config, &mut running, control, &spool).await;
+            running.finish_output().await;
+            Some(exit)
+        }
+        Some(Err(reason)) => {
+            sink.line(&reason);
+            watch.ending = Some(Ending::failed(reason));
+            None
+        }
+        None => None,
     };
-    if abandoned {
+    ctx.executor.cleanup(run_id).await;
+    // The last writer gone, the spool closes and the uploader sends the rest.
+    drop(sink);
+    let (uploader, result) = match watch.uploaded {
+        Some(done) => done,
+        None => joined(watch.upload.await),
+    };
+    if watch.abandoned {
         return Err(Abandoned);
     }
     let chunks = result.map_err(|UploadError::LeaseLost| Abandoned)?;
-    let ending = ending.unwrap_or_else(|| match exit {
-        Exit::Code(0) => Ending { outcome: Outcome::Succeeded, exit_code: Some(0), reason: None },
-        Exit::Code(code) => {
-            Ending { outcome: Outcome::Failed, exit_code: Some(code), reason: Some(format!("the command exited with code {code}")) }
-        }
-        Exit::Signal(signal) => Ending {
-            outcome: Outcome::Failed,
-            exit_code: None,
-            reason: Some(format!("the command was killed by signal {signal}")),
+    let ending = match (watch.ending, exit) {
+        (Some(ending), exit) => Ending {
+            exit_code: ending.exit_code.or(match exit {
+                Some(Exit::Code(code) | Exit::OutOfMemory(code)) => Some(code),
+                _ => None,
+            }),
+            ..ending
         },
-    });
-    let ending = Ending { exit_code: ending.exit_code.or(match exit { Exit::Code(c) => Some(c), _ => None }), ..ending };
+        (None, Some(exit)) => Ending::of_exit(exit),
+        (None, None) => Ending::failed("the run ended before its command started".into()),
+    };
     finish_with(ctx, lease, &uploader, chunks, ending).await
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+fn joined(done: Result<Upload, tokio::task::JoinError>) -> Upload {
+    done.expect("the log uploader does not panic")
+}
+
+fn timeout_reason(config: &Config) -> String {
+    format!(
+        "the run timed out after {} (GANTRY_RUN_TIMEOUT)",
+        humantime::format_duration(config.run_timeout)
+    )
+}
+
+/// What ends a run besides its command: stop requests, the timeouts, a
+/// lost lease (the uploader returns early only then).
+struct Watch {
+    deadline: Instant,
+    /// When a terminated run is killed.
+    kill_at: Option<Instant>,
+    ending: Option<Ending>,
+    abandoned: bool,
+    upload: JoinHandle<Upload>,
+    uploaded: Option<Upload>,
+}
+
+impl Watch {
+    /// Watches a started run until its command exits.
+    async fn supervise(
+        &mut self,
+        config: &Config,
+        running: &mut Running,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+        spool: &Spool,
+    ) -> Exit {
+        let stopper = running.stopper();
+        let mut inactivity_check = tokio::time::interval(Duration::from_secs(1));
+        let exit = loop {
+            tokio::select! {
+                exit = running.wait() => break exit,
+                done = &mut self.upload, if self.uploaded.is_none() => {
+                    self.uploaded = Some(joined(done));
+                    self.abandoned = true;
+                    stopper.kill();
+                }
+                Some(message) = control.recv() => match message {
+                    Control::Stop(reason) => {
+                        if self.ending.is_none() {
+                            running.log_line(&format!("{reason}; stopping the run"));
+                            self.end(&stopper, config, Ending::stopped(reason));
+                        }
+                    }
+                    Control::Abandon => {
+                        self.abandoned = true;
+                        stopper.kill();
+                    }
+                },
+                _ = tokio::time::sleep_until(self.deadline), if self.ending.is_none() => {
+                    let reason = timeout_reason(config);
+                    running.log_line(&reason);
+                    self.end(&stopper, config, Ending::failed(reason));
+                }
+                _ = inactivity_check.tick(), if self.ending.is_none() => {
+                    if spool.since_last_output() >= config.logs_timeout {
+                        let reason = format!(
+                            "the run printed nothing for {} (GANTRY_LOGS_TIMEOUT)",
+                            humantime::format_duration(config.logs_timeout)
+                        );
+                        running.log_line(&reason);
+                        self.end(&stopper, config, Ending::failed(reason));
+                    }
+                }
+                _ = sleep_until_opt(self.kill_at) => {
+                    stopper.kill();
+                    self.kill_at = None;
+                }
+            }
+        };
+        // Whatever the command left in the background goes too: it would
+        // hold the log open and outlive the run.
+        stopper.kill_leftovers();
+        exit
+    }
+
+    /// Ends the run for `ending`'s reason: TERM now, KILL after the grace.
+    fn end(&mut self, stopper: &Stopper, config: &Config, ending: Ending) {
+        self.ending = Some(ending);
+        stopper.terminate();
+        self.kill_at = Some(Instant::now() + config.stop_grace);
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -239,17 +405,34 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// Finishes a run that produced no log.
-async fn finish(ctx: &RunContext, lease: &RunLease, chunks: u64, ending: Ending) -> Result<(), Abandoned> {
+async fn finish(
+    ctx: &RunContext,
+    lease: &RunLease,
+    chunks: u64,
+    ending: Ending,
+) -> Result<(), Abandoned> {
     report_end(ctx, lease, None, chunks, ending).await
 }
 
-async fn finish_with(ctx: &RunContext, lease: &RunLease, uploader: &Uploader, chunks: u64, ending: Ending) -> Result<(), Abandoned> {
+async fn finish_with(
+    ctx: &RunContext,
+    lease: &RunLease,
+    uploader: &Uploader,
+    chunks: u64,
+    ending: Ending,
+) -> Result<(), Abandoned> {
     report_end(ctx, lease, Some(uploader), chunks, ending).await
 }
 
 /// Reports the end, re-sending any chunk the control plane says it lacks
 /// (e.g. it restarted and lost its last writes).
-async fn report_end(ctx: &RunContext, lease: &RunLease, uploader: Option<&Uploader>, chunks: u64, ending: Ending) -> Result<(), Abandoned> {
+async fn report_end(
+    ctx: &RunContext,
+    lease: &RunLease,
+    uploader: Option<&Uploader>,
+    chunks: u64,
+    ending: Ending,
+) -> Result<(), Abandoned> {
     let request = FinishRun {
         lease_id: lease.lease_id.clone(),
         outcome: ending.outcome,
@@ -265,7 +448,9 @@ async fn report_end(ctx: &RunContext, lease: &RunLease, uploader: Option<&Upload
                 return Ok(());
             }
             Err(error) if error.is_lease_lost() => return Err(Abandoned),
-            Err(crate::client::CallError::Api { body, .. }) if body.error.code == "logs_incomplete" => {
+            Err(crate::client::CallError::Api { body, .. })
+                if body.error.code == "logs_incomplete" =>
+            {
                 let missing: Vec<u64> = body
                     .error
                     .details
@@ -275,7 +460,10 @@ async fn report_end(ctx: &RunContext, lease: &RunLease, uploader: Option<&Upload
                 tracing::warn!(run_id = %lease.run_id, missing = missing.len(), "control plane lacks log chunks; re-sending");
                 if let Some(uploader) = uploader {
                     for seq in missing.into_iter().filter(|s| *s < chunks) {
-                        uploader.send(seq).await.map_err(|UploadError::LeaseLost| Abandoned)?;
+                        uploader
+                            .send(seq)
+                            .await
+                            .map_err(|UploadError::LeaseLost| Abandoned)?;
                     }
                 }
             }

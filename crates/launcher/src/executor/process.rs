@@ -2,7 +2,7 @@
 //! workspace directory, in its own process group (so stop and timeouts reach
 //! everything it started), with exactly the environment the run defines.
 
-use std::io::PipeReader;
+use std::io::{PipeWriter, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
@@ -10,10 +10,14 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use super::{Exit, RunSpec};
+use crate::logs::{spawn_reader, SpoolSink};
 
 pub struct ProcessRun {
     child: tokio::process::Child,
     pgid: Pid,
+    /// The launcher's own end of the output pipe, for its lines.
+    launcher_pipe: PipeWriter,
+    reader: std::thread::JoinHandle<()>,
 }
 
 /// Signals a run's whole process group; cheap to copy, so the agent can
@@ -25,9 +29,9 @@ pub struct ProcessGroup {
 
 impl ProcessRun {
     /// Starts the command. stdout and stderr share one pipe, so the log keeps
-    /// their interleaving; the caller reads the returned end. The extra
-    /// writer lets the launcher add its own lines in order.
-    pub fn start(spec: &RunSpec) -> std::io::Result<(ProcessRun, PipeReader, std::io::PipeWriter)> {
+    /// their interleaving; a thread copies it into `sink`. The launcher adds
+    /// its own lines to the same pipe, so they stay in order.
+    pub fn start(spec: &RunSpec, sink: &SpoolSink) -> std::io::Result<ProcessRun> {
         let (reader, writer) = std::io::pipe()?;
         let mut command = tokio::process::Command::new(&spec.command[0]);
         command
@@ -49,9 +53,32 @@ impl ProcessRun {
             });
         }
         let child = command.spawn()?;
+        drop(command);
         tracing::debug!(run_id = %spec.run_id, pid = ?child.id(), "run process started");
         let pgid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
-        Ok((ProcessRun { child, pgid }, reader, writer))
+        let reader = spawn_reader(reader, sink.clone());
+        Ok(ProcessRun {
+            child,
+            pgid,
+            launcher_pipe: writer,
+            reader,
+        })
+    }
+
+    pub fn log_line(&mut self, text: &str) {
+        let _ = writeln!(self.launcher_pipe, "gantry: {text}");
+    }
+
+    /// Once the group is dead: closes the launcher's end and waits for the
+    /// reader to copy the rest of the pipe.
+    pub async fn finish_output(self) {
+        let ProcessRun {
+            launcher_pipe,
+            reader,
+            ..
+        } = self;
+        drop(launcher_pipe);
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     }
 
     pub async fn wait(&mut self) -> Exit {
