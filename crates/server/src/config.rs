@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// The launcher binary served at `/api/v1/launcher/download`.
     pub launcher_binary: Option<PathBuf>,
+    /// Serve HTTPS instead of HTTP.
+    pub tls: Option<crate::tls::TlsSource>,
 }
 
 impl ServerConfig {
@@ -33,6 +35,7 @@ impl ServerConfig {
             session_ttl: Duration::from_secs(15 * 60),
             admin_token: None,
             launcher_binary: None,
+            tls: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod protocol;
 mod reaper;
 mod signals;
 mod state;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             )
         })?);
     auth::ensure_admin_token(store.as_ref(), config.admin_token.as_deref()).await?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -57,15 +59,20 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         version = gantry_wire::VERSION,
+        tls = state.config.tls.is_some(),
         lease_timeout = %humantime::format_duration(state.config.lease_timeout),
         "gantry server ready"
     );
     // Long-polls hold connections for up to the poll wait; graceful shutdown
     // would wait for all of them, so cap it.
     let shutdown = shutdown_signal();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    match tls {
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls)?;
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+    }
     Ok(())
 }
 

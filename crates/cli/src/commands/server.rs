@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use gantry_server::tls::TlsSource;
 use gantry_server::ServerConfig;
 
 use crate::{exit, Failure};
@@ -38,6 +39,23 @@ pub struct ServerArgs {
     #[arg(long, env = "GANTRY_LAUNCHER_BINARY")]
     launcher_binary: Option<PathBuf>,
 
+    /// Serve HTTPS with this PEM certificate (chain).
+    #[arg(long, env = "GANTRY_TLS_CERT", requires = "tls_key", conflicts_with = "tls_dev")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "GANTRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a development CA and certificate generated in <data-dir>/tls
+    /// (printed: how to make launchers and the CLI trust it).
+    #[arg(long, env = "GANTRY_TLS_DEV")]
+    tls_dev: bool,
+
+    /// Extra DNS names or IPs for the development certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+
     /// Log filter, e.g. info or gantry_server=debug.
     #[arg(long, env = "GANTRY_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -66,7 +84,22 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
             ));
         }
     }
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsSource::Files { cert, key }),
+        _ if args.tls_dev => {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), args.listen.ip().to_string()];
+            if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+                names.push(host.trim().to_string());
+            }
+            names.extend(args.tls_sans);
+            names.retain(|n| !n.is_empty() && n != "0.0.0.0" && n != "::");
+            names.dedup();
+            Some(TlsSource::Development { dir: args.data_dir.join("tls"), names })
+        }
+        _ => None,
+    };
     let mut config = ServerConfig::new(args.listen, args.data_dir);
+    config.tls = tls;
     config.public_url = args.public_url;
     config.lease_timeout = args.lease_timeout;
     config.launcher_binary = args.launcher_binary;

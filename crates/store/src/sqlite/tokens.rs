@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{new_id, SqliteStore};
-use crate::{ApiTokenRecord, Result, TokenStore};
+use crate::{ApiTokenRecord, Result, StoreError, TokenStore};
 
 #[async_trait]
 impl TokenStore for SqliteStore {
@@ -50,5 +50,42 @@ impl TokenStore for SqliteStore {
             created_at: row.get("created_at"),
             revoked_at: row.get("revoked_at"),
         }))
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        let rows = sqlx::query("SELECT id, name, created_at, revoked_at FROM api_tokens WHERE revoked_at IS NULL ORDER BY created_at")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| ApiTokenRecord {
+                id: row.get("id"),
+                name: row.get("name"),
+                created_at: row.get("created_at"),
+                revoked_at: row.get("revoked_at"),
+            })
+            .collect())
+    }
+
+    async fn revoke_api_token(&self, id: &str, now: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
+            .fetch_one(&mut *tx)
+            .await?;
+        let target: Option<String> = sqlx::query_scalar("SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if target.is_none() {
+            return Err(StoreError::NotFound(format!("API token {id}")));
+        }
+        if active <= 1 {
+            return Err(StoreError::Conflict(
+                "this is the last active API token; create another before revoking it".into(),
+            ));
+        }
+        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?").bind(now).bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
