@@ -59,6 +59,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "GANTRY_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
 
+    /// Extra CAs to trust for the control plane's certificate: base64 of
+    /// {"caCertificates": ["<base64 PEM>", …]} (see `gantry ca-bundle encode`).
+    #[arg(long, global = true, env = "GANTRY_ADDITIONAL_ROOT_CAS", hide_env_values = true)]
+    additional_root_cas: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -73,9 +78,18 @@ enum Command {
     /// Runs: submit, watch, stop.
     #[command(subcommand)]
     Run(commands::run::RunCommand),
+    /// Stacks: Terraform/OpenTofu root modules, their runs and state.
+    #[command(subcommand)]
+    Stack(commands::stack::StackCommand),
     /// Workers: list, drain, undrain.
     #[command(subcommand)]
     Worker(commands::worker::WorkerCommand),
+    /// User API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
+    /// Extra CA bundles for GANTRY_ADDITIONAL_ROOT_CAS: encode and inspect.
+    #[command(subcommand, name = "ca-bundle")]
+    CaBundle(commands::ca_bundle::CaBundleCommand),
 }
 
 /// An error with the exit code it maps to.
@@ -122,12 +136,16 @@ pub fn main() -> ExitCode {
             output: cli.output,
             url: cli.url,
             api_token: cli.api_token,
+            additional_root_cas: cli.additional_root_cas,
         };
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
             Command::Pool(command) => commands::pool::run(&ctx, command).await,
             Command::Run(command) => commands::run::run(&ctx, command).await,
+            Command::Stack(command) => commands::stack::run(&ctx, command).await,
             Command::Worker(command) => commands::worker::run(&ctx, command).await,
+            Command::Token(command) => commands::token::run(&ctx, command).await,
+            Command::CaBundle(command) => commands::ca_bundle::run(&ctx, command),
         }
     });
     match result {

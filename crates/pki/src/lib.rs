@@ -7,7 +7,12 @@
 //! - [`generate`]: a new RSA 4096 key and CSR (`gantry pool keygen`);
 //! - [`PoolPublicKey::from_csr_pem`]: parse and verify a CSR (ours or openssl's);
 //! - [`PoolPrivateKey::sign`]: the launcher's proof of possession;
-//! - [`PoolPublicKey::verify`]: the server's check of that proof.
+//! - [`PoolPublicKey::verify`]: the server's check of that proof;
+//! - [`envelope`]: data sealed to the pool's key (secrets, stored workspaces).
+
+pub mod envelope;
+
+pub mod ca_bundle;
 
 use std::str::FromStr;
 

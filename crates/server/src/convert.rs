@@ -2,9 +2,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use gantry_store::{PoolRecord, RunRecord, TransitionRecord, WorkerRecord};
+use gantry_store::{PoolRecord, RunRecord, StackRecord, TransitionRecord, WorkerRecord};
 use gantry_wire::pool::{Pool, Worker, WorkerState};
 use gantry_wire::run::{Run, Transition};
+use gantry_wire::stack::{Stack, Tool};
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn timestamp(ms: i64) -> String {
@@ -40,6 +41,18 @@ pub fn run(record: &RunRecord, transitions: &[TransitionRecord]) -> Run {
         exit_code: record.exit_code,
         reason: record.reason.clone(),
         stop_requested: record.stop_requested && !record.state.is_terminal(),
+        stack_id: record.stack_id.clone(),
+        stack: record.stack_name.clone(),
+        commit_sha: record.commit_sha.clone(),
+        plan: record
+            .plan
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok()),
+        outputs: record
+            .outputs
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or_default(),
         created_at: timestamp(record.created_at),
         updated_at: timestamp(record.updated_at),
         transitions: transitions
@@ -78,5 +91,30 @@ pub fn worker(record: &WorkerRecord, now: i64, lease_timeout_ms: i64) -> Worker 
         drain: record.drain,
         registered_at: timestamp(record.registered_at),
         last_seen: timestamp(record.last_seen),
+    }
+}
+
+/// A stack as the API shows it: secret variables by name only.
+pub fn stack(record: &StackRecord) -> Stack {
+    Stack {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        pool_id: record.pool_id.clone(),
+        pool: record.pool_name.clone(),
+        source: if record.git_url.is_some() { "git" } else { "upload" }.to_string(),
+        git_url: record.git_url.clone(),
+        git_ref: record.git_ref.clone(),
+        archive_sha256: record.archive_sha256.clone(),
+        project_root: record.project_root.clone(),
+        image: record.image.clone(),
+        tool: Tool::parse(&record.tool).unwrap_or_default(),
+        tool_path: record.tool_path.clone(),
+        labels: record.labels.clone(),
+        env: record.env.clone(),
+        secret_env: record.secret_env.keys().cloned().collect(),
+        hooks: record.hooks.clone(),
+        state_serial: record.state_serial,
+        created_at: timestamp(record.created_at),
+        updated_at: timestamp(record.updated_at),
     }
 }

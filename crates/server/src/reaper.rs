@@ -23,6 +23,9 @@ pub async fn run(state: AppState) {
                         "worker lost; run failed"
                     );
                     state.signals.run_ended(&run.id);
+                    if run.stack_id.is_some() {
+                        state.signals.run_ready(&run.pool_id);
+                    }
                 }
             }
             Err(error) => tracing::error!(%error, "lease expiry sweep failed"),

@@ -17,11 +17,13 @@
 
 mod records;
 pub mod sqlite;
+mod stack_store;
 
 use async_trait::async_trait;
 use gantry_wire::run::RunState;
 
 pub use records::*;
+pub use stack_store::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -50,8 +52,8 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 /// Everything the control plane stores.
-pub trait Store: TokenStore + PoolStore + WorkerStore + RunStore + LogStore {}
-impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore> Store for T {}
+pub trait Store: TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore {}
+impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore> Store for T {}
 
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -63,6 +65,10 @@ pub trait TokenStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<ApiTokenRecord>;
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>>;
+    async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
+    /// Refuses (`Conflict`) to revoke the last active token: nobody could
+    /// use the API after that.
+    async fn revoke_api_token(&self, id: &str, now: i64) -> Result<()>;
 }
 
 #[async_trait]

@@ -111,6 +111,15 @@ pub struct RunRecord {
     pub stop_requested: bool,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
+    pub stack_id: Option<String>,
+    pub stack_name: Option<String>,
+    pub commit_sha: Option<String>,
+    /// JSON `{add, change, destroy}`.
+    pub plan: Option<String>,
+    /// JSON array of outputs, sensitive values masked.
+    pub outputs: Option<String>,
+    /// Chunks of earlier leases: this lease's chunk `n` is stored as `log_base + n`.
+    pub log_base: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }

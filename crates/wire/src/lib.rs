@@ -6,11 +6,13 @@
 //! - [`run`]: runs, their states and transitions.
 //! - [`pool`]: worker pools and the [`PoolToken`](token::PoolToken).
 //! - [`worker`]: the launcher protocol (register, poll, heartbeat, logs, finish).
+//! - [`stack`]: stacks, their runs' plans and outputs, state versions.
 //! - [`error`]: the JSON error body and its stable codes.
 
 pub mod error;
 pub mod pool;
 pub mod run;
+pub mod stack;
 pub mod token;
 pub mod worker;
 

@@ -98,3 +98,25 @@ pub struct ServerInfo {
     /// Where launchers of this version are downloaded from.
     pub launcher_download_url: String,
 }
+
+/// `POST /api/v1/tokens`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateApiToken {
+    pub name: String,
+}
+
+/// An API token as listed: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// The answer to create: the token's value, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiTokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub token_info: ApiToken,
+}

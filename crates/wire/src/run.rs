@@ -190,6 +190,20 @@ pub struct Run {
     /// A stop was requested and the worker has not yet confirmed it.
     #[serde(default)]
     pub stop_requested: bool,
+    /// The stack, for runs triggered on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// The exact source commit the run used (git sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    /// What the plan adds, changes and destroys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::stack::PlanSummary>,
+    /// Outputs after apply; sensitive values masked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<crate::stack::RunOutput>,
     pub created_at: String,
     pub updated_at: String,
     pub transitions: Vec<Transition>,

@@ -109,6 +109,9 @@ pub struct RunLease {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// For a run on a stack: what to fetch, init, plan or apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<crate::stack::StackJob>,
 }
 
 /// `POST /api/v1/worker/heartbeat`: renews the session and the leases.
@@ -148,6 +151,9 @@ pub enum Outcome {
     Succeeded,
     Failed,
     Stopped,
+    /// A tracked run's plan phase succeeded: it waits UNCONFIRMED, with its
+    /// workspace stored, and the lease ends.
+    Planned,
 }
 
 /// `POST /api/v1/worker/runs/{id}/finish`

@@ -1,6 +1,9 @@
+pub mod ca_bundle;
 pub mod pool;
 pub mod run;
 pub mod server;
+pub mod stack;
+pub mod token;
 pub mod worker;
 
 use crate::client::Api;
@@ -10,11 +13,12 @@ pub struct Context {
     pub output: OutputFormat,
     pub url: String,
     pub api_token: Option<String>,
+    pub additional_root_cas: Option<String>,
 }
 
 impl Context {
     pub fn api(&self) -> Result<Api, Failure> {
-        Api::new(&self.url, self.api_token.clone())
+        Api::new(&self.url, self.api_token.clone(), self.additional_root_cas.as_deref())
     }
 
     pub fn json(&self) -> bool {

@@ -3,7 +3,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Subcommand;
-use gantry_wire::run::{Run, RunState, SubmitRun};
+use gantry_wire::run::{Run, RunState, RunType, SubmitRun};
+use gantry_wire::stack::TriggerRun;
 use reqwest::Method;
 
 use crate::client::{segment, Api};
@@ -33,6 +34,26 @@ pub enum RunCommand {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Trigger a run on a stack: proposed (plan), tracked (plan, confirm, apply),
+    /// destroy, or task (a command in the stack's workspace).
+    ///
+    /// Example: gantry run trigger web --type tracked
+    Trigger {
+        /// The stack (name or ID).
+        stack: String,
+        #[arg(long = "type", value_name = "TYPE", default_value = "proposed", value_parser = parse_type)]
+        run_type: RunType,
+        /// Wait for the run to end or to wait for confirmation, printing its log.
+        #[arg(long)]
+        wait: bool,
+        /// For --type task: the command and its arguments.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Apply a tracked run's saved plan (the run is UNCONFIRMED).
+    Confirm { id: String },
+    /// Drop a tracked run's plan without applying it (the run is UNCONFIRMED).
+    Discard { id: String },
     /// Show a run: state, worker, exit code, every transition.
     Show { id: String },
     /// List runs, newest first.
@@ -60,6 +81,10 @@ pub enum RunCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },
+}
+
+fn parse_type(text: &str) -> Result<RunType, String> {
+    RunType::parse(text).ok_or_else(|| format!("{text:?} is not a run type: use proposed, tracked, destroy or task"))
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -107,6 +132,48 @@ pub async fn run(ctx: &Context, command: RunCommand) -> Result<u8, Failure> {
             }
             let run = wait_for_end(&api, &run.id, None, !ctx.json()).await?;
             finish_report(ctx, &run)
+        }
+        RunCommand::Trigger {
+            stack,
+            run_type,
+            wait,
+            command,
+        } => {
+            let request = TriggerRun { run_type, command };
+            let run: Run = api
+                .call_with(Method::POST, &format!("/stacks/{}/runs", segment(&stack)), &request)
+                .await?;
+            if !wait {
+                if ctx.json() {
+                    json(&run);
+                } else {
+                    println!("{}", run.id);
+                    eprintln!(
+                        "{} run {} {} on stack {stack}; follow it with: gantry run logs {} -f",
+                        run_type.as_str(),
+                        run.id,
+                        run.state,
+                        run.id
+                    );
+                }
+                return Ok(exit::OK);
+            }
+            let run = wait_for_end(&api, &run.id, None, !ctx.json()).await?;
+            finish_report(ctx, &run)
+        }
+        RunCommand::Confirm { id } => {
+            let run: Run = api
+                .call(Method::POST, &format!("/runs/{}/confirm", segment(&id)))
+                .await?;
+            print_run(ctx, &run);
+            Ok(exit::OK)
+        }
+        RunCommand::Discard { id } => {
+            let run: Run = api
+                .call(Method::POST, &format!("/runs/{}/discard", segment(&id)))
+                .await?;
+            print_run(ctx, &run);
+            Ok(exit::OK)
         }
         RunCommand::Show { id } => {
             let run: Run = api
@@ -184,6 +251,10 @@ fn finish_report(ctx: &Context, run: &Run) -> Result<u8, Failure> {
             )
         );
     }
+    if run.state == RunState::Unconfirmed && !ctx.json() {
+        eprintln!("apply it with: gantry run confirm {}   (or drop it: gantry run discard {})", run.id, run.id);
+        return Ok(exit::OK);
+    }
     Ok(if run.state == RunState::Finished {
         exit::OK
     } else {
@@ -248,7 +319,7 @@ async fn wait_for_end(
             eprintln!("run {}: {}", run.id, run.state);
         }
         last_state = Some(run.state);
-        if run.state.is_terminal() {
+        if run.state.is_terminal() || run.state == RunState::Unconfirmed {
             return Ok(run);
         }
         if timeout.is_some_and(|t| started.elapsed() >= t) {
@@ -274,7 +345,26 @@ fn print_run(ctx: &Context, run: &Run) {
         "state:     {}",
         paint(run.state.as_str(), state_color(run.state.as_str()), colored)
     );
-    println!("command:   {}", run.command.join(" "));
+    if let Some(stack) = &run.stack {
+        println!("stack:     {stack}");
+    }
+    if !run.command.is_empty() {
+        println!("command:   {}", run.command.join(" "));
+    }
+    if let Some(sha) = &run.commit_sha {
+        println!("commit:    {sha}");
+    }
+    if let Some(plan) = &run.plan {
+        println!("plan:      {plan}");
+    }
+    for output in &run.outputs {
+        let value = if output.sensitive {
+            "<sensitive>".to_string()
+        } else {
+            output.value.to_string()
+        };
+        println!("output:    {} = {value}", output.name);
+    }
     if let Some(worker) = &run.worker_id {
         println!("worker:    {worker}");
     }

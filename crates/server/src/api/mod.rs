@@ -4,10 +4,13 @@ mod logs;
 mod meta;
 mod pools;
 mod runs;
+mod stacks;
+mod state_backend;
+mod tokens;
 mod workers;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 
 use crate::protocol;
@@ -17,10 +20,15 @@ pub use logs::*;
 pub use meta::*;
 pub use pools::*;
 pub use runs::*;
+pub use stacks::*;
+pub use state_backend::*;
+pub use tokens::*;
 pub use workers::*;
 
 /// Log chunks are at most 1 MiB; leave room for framing.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Uploaded directories (base64), state files and sealed workspaces.
+const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -39,6 +47,36 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{run}", get(runs::show_run))
         .route("/runs/{run}/stop", post(runs::stop_run))
         .route("/runs/{run}/logs", get(logs::read_logs))
+        .route("/runs/{run}/confirm", post(stacks::confirm_run))
+        .route("/runs/{run}/discard", post(stacks::discard_run))
+        .route(
+            "/stacks",
+            get(stacks::list_stacks)
+                .post(stacks::create_stack)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/stacks/{stack}",
+            get(stacks::show_stack)
+                .patch(stacks::update_stack)
+                .delete(stacks::delete_stack)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/stacks/{stack}/runs", post(stacks::trigger_run))
+        .route(
+            "/stacks/{stack}/state",
+            any(state_backend::state_backend).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/stacks/{stack}/state/versions",
+            get(state_backend::list_state_versions),
+        )
+        .route(
+            "/stacks/{stack}/state/versions/{version}",
+            get(state_backend::download_state_version),
+        )
+        .route("/tokens", get(tokens::list_tokens).post(tokens::create_token))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .route("/workers", get(workers::list_workers))
         .route("/workers/{worker}", get(workers::show_worker))
         .route("/workers/{worker}/drain", post(workers::drain_worker))
@@ -53,6 +91,14 @@ pub fn router(state: AppState) -> Router {
             put(protocol::put_log_chunk),
         )
         .route("/worker/runs/{run}/finish", post(protocol::finish_run))
+        .route("/worker/runs/{run}/plan", post(protocol::report_plan))
+        .route("/worker/runs/{run}/source", get(protocol::download_source))
+        .route(
+            "/worker/runs/{run}/workspace",
+            get(protocol::download_workspace)
+                .put(protocol::upload_workspace)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
         .fallback(meta::not_found);
     Router::new()
         .nest(gantry_wire::API_PREFIX, api)

@@ -10,7 +10,7 @@ use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{now_ms, AppState};
 
-fn valid_env_name(name: &str) -> bool {
+pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

@@ -28,6 +28,7 @@ async fn instructions_for(state: &AppState, session: &SessionRecord) -> ApiResul
     responses((status = 200, body = PollResponse), (status = 401, body = gantry_wire::error::ErrorBody)))]
 pub async fn poll(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     session: WorkerSession,
     Json(request): Json<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
@@ -69,21 +70,24 @@ pub async fn poll(
             if !claimed.is_empty() {
                 // More runs may be waiting: pass the wake-up on to the next idle worker.
                 state.signals.run_ready(&record.pool_id);
-                let leases = claimed
-                    .into_iter()
-                    .map(|run| {
-                        tracing::info!(run_id = %run.id, worker_id = %record.worker_id, "run leased");
-                        state.signals.run_changed(&run.id);
-                        RunLease {
-                            run_id: run.id,
-                            lease_id: run.lease_id.unwrap_or_default(),
-                            run_type: run.run_type,
-                            command: run.command,
-                            env: run.env,
-                            image: run.image,
-                        }
-                    })
-                    .collect();
+                let mut leases = Vec::with_capacity(claimed.len());
+                for run in claimed {
+                    tracing::info!(run_id = %run.id, worker_id = %record.worker_id, "run leased");
+                    state.signals.run_changed(&run.id);
+                    let (stack, env) = match super::stack::stack_job(&state, &headers, &run).await? {
+                        Some((job, env)) => (Some(job), env),
+                        None => (None, run.env),
+                    };
+                    leases.push(RunLease {
+                        run_id: run.id,
+                        lease_id: run.lease_id.unwrap_or_default(),
+                        run_type: run.run_type,
+                        command: run.command,
+                        env,
+                        image: run.image,
+                        stack,
+                    });
+                }
                 return Ok(Json(PollResponse {
                     leases,
                     instructions,

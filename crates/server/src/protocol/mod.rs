@@ -9,7 +9,9 @@
 mod accept;
 mod register;
 mod run;
+mod stack;
 
 pub use accept::*;
 pub use register::*;
 pub use run::*;
+pub use stack::*;

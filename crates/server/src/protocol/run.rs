@@ -13,7 +13,7 @@ use crate::state::{now_ms, AppState};
 
 /// A worker may only touch runs it holds: another worker's run, or another
 /// pool's, looks exactly like a lost lease.
-async fn held_run(state: &AppState, session: &WorkerSession, run_id: &str) -> ApiResult<RunRecord> {
+pub(crate) async fn held_run(state: &AppState, session: &WorkerSession, run_id: &str) -> ApiResult<RunRecord> {
     let run = state.store.find_run(run_id).await?;
     match run {
         Some(run) if run.worker_id.as_deref() == Some(session.record.worker_id.as_str()) => Ok(run),
@@ -71,7 +71,9 @@ pub async fn put_log_chunk(
         .ok_or_else(|| {
             ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header")
         })?;
-    held_run(&state, &session, &run_id).await?;
+    let run = held_run(&state, &session, &run_id).await?;
+    // A later phase's chunks follow the earlier phases' (see `log_base`).
+    let seq = run.log_base.max(0) as u64 + seq;
     match state
         .store
         .put_log_chunk(&run_id, lease_id, seq, &body)
@@ -96,11 +98,16 @@ pub async fn finish_run(
     Path(run_id): Path<String>,
     Json(request): Json<FinishRun>,
 ) -> ApiResult<StatusCode> {
-    held_run(&state, &session, &run_id).await?;
-    let missing = state
+    let run = held_run(&state, &session, &run_id).await?;
+    let base = run.log_base.max(0) as u64;
+    let missing: Vec<u64> = state
         .store
-        .missing_log_chunks(&run_id, request.log_chunks)
-        .await?;
+        .missing_log_chunks(&run_id, base + request.log_chunks)
+        .await?
+        .into_iter()
+        .filter(|seq| *seq >= base)
+        .map(|seq| seq - base)
+        .collect();
     if !missing.is_empty() {
         return Err(ApiError::new(
             ErrorCode::LogsIncomplete,
@@ -111,11 +118,21 @@ pub async fn finish_run(
         )
         .with_details(serde_json::json!({ "missing": missing })));
     }
+    if request.outcome == Outcome::Planned {
+        let parked = state
+            .store
+            .park_unconfirmed(&run_id, &request.lease_id, request.log_chunks, now_ms())
+            .await?;
+        tracing::info!(run_id = %parked.id, "run planned; waiting for confirmation");
+        state.signals.run_changed(&run_id);
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let end = RunEnd {
         state: match request.outcome {
             Outcome::Succeeded => RunState::Finished,
             Outcome::Failed => RunState::Failed,
             Outcome::Stopped => RunState::Stopped,
+            Outcome::Planned => unreachable!("handled above"),
         },
         exit_code: request.exit_code,
         reason: request.reason,
@@ -126,5 +143,9 @@ pub async fn finish_run(
         .await?;
     tracing::info!(run_id = %run.id, state = %run.state, exit_code = ?run.exit_code, "run ended");
     state.signals.run_ended(&run_id);
+    if run.stack_id.is_some() {
+        // The next run queued on the stack may be READY now.
+        state.signals.run_ready(&run.pool_id);
+    }
     Ok(StatusCode::NO_CONTENT)
 }

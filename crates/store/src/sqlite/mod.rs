@@ -9,6 +9,7 @@
 mod logs;
 mod pools;
 mod runs;
+mod stacks;
 mod tokens;
 mod workers;
 
@@ -58,6 +59,6 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("store values always serialise")
 }
 
-fn from_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_default()
 }

@@ -11,9 +11,9 @@ use crate::{
 
 /// The states in which a worker holds the run's lease.
 pub(super) const LEASED: &str = "('PREPARING','INITIALIZING','PLANNING','CONFIRMED','APPLYING')";
-const TERMINAL: &str = "('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')";
+pub(super) const TERMINAL: &str = "('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')";
 
-fn run_from_row(row: &SqliteRow) -> RunRecord {
+pub(super) fn run_from_row(row: &SqliteRow) -> RunRecord {
     let state: String = row.get("state");
     let run_type: String = row.get("run_type");
     let command: String = row.get("command");
@@ -33,12 +33,18 @@ fn run_from_row(row: &SqliteRow) -> RunRecord {
         stop_requested: row.get::<i64, _>("stop_requested") != 0,
         exit_code: row.get("exit_code"),
         reason: row.get("reason"),
+        stack_id: row.get("stack_id"),
+        stack_name: row.get("stack_name"),
+        commit_sha: row.get("commit_sha"),
+        plan: row.get("plan"),
+        outputs: row.get("outputs"),
+        log_base: row.get("log_base"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     }
 }
 
-async fn run_by_id(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecord> {
+pub(super) async fn run_by_id(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecord> {
     let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
         .bind(run_id)
         .fetch_optional(conn)
@@ -47,7 +53,7 @@ async fn run_by_id(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecor
         .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
 }
 
-async fn record_transition(
+pub(super) async fn record_transition(
     conn: &mut SqliteConnection,
     run_id: &str,
     state: RunState,
@@ -93,11 +99,12 @@ pub(super) async fn end_run_in_tx(
     }
     let state = RunState::parse(state).expect("callers pass valid states");
     record_transition(tx, run_id, state, reason, now).await?;
+    super::stacks::after_run_ended(tx, run_id, now).await?;
     Ok(true)
 }
 
 /// `LeaseLost` if the run exists, `NotFound` if it does not.
-async fn fenced_error(conn: &mut SqliteConnection, run_id: &str) -> StoreError {
+pub(super) async fn fenced_error(conn: &mut SqliteConnection, run_id: &str) -> StoreError {
     match run_by_id(conn, run_id).await {
         Ok(_) => StoreError::LeaseLost,
         Err(error) => error,
@@ -153,10 +160,12 @@ impl RunStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         for _ in 0..max {
             let lease_id = new_id();
-            let run_id: Option<String> = sqlx::query_scalar(
-                "UPDATE runs SET state = 'PREPARING', worker_id = ?, lease_id = ?, lease_expires_at = ?, updated_at = ?
-                 WHERE seq = (SELECT seq FROM runs WHERE pool_id = ? AND state = 'READY' ORDER BY seq LIMIT 1)
-                 RETURNING id",
+            let claimed_run: Option<(String, String)> = sqlx::query_as(
+                "UPDATE runs SET state = CASE state WHEN 'CONFIRMED' THEN 'APPLYING' ELSE 'PREPARING' END,
+                    worker_id = ?, lease_id = ?, lease_expires_at = ?, updated_at = ?
+                 WHERE seq = (SELECT seq FROM runs WHERE pool_id = ? AND state IN ('READY', 'CONFIRMED')
+                              AND lease_id IS NULL ORDER BY seq LIMIT 1)
+                 RETURNING id, state",
             )
             .bind(worker_id)
             .bind(&lease_id)
@@ -165,8 +174,11 @@ impl RunStore for SqliteStore {
             .bind(pool_id)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(run_id) = run_id else { break };
-            record_transition(&mut tx, &run_id, RunState::Preparing, None, now).await?;
+            let Some((run_id, state)) = claimed_run else {
+                break;
+            };
+            let state = RunState::parse(&state).unwrap_or(RunState::Preparing);
+            record_transition(&mut tx, &run_id, state, None, now).await?;
             claimed.push(run_by_id(&mut tx, &run_id).await?);
         }
         tx.commit().await?;
@@ -288,7 +300,7 @@ impl RunStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let run = run_by_id(&mut tx, run_id).await?;
         match run.state {
-            RunState::Queued | RunState::Ready => {
+            RunState::Queued | RunState::Ready | RunState::Confirmed if run.lease_id.is_none() => {
                 end_run_in_tx(
                     &mut tx,
                     run_id,

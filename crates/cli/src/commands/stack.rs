@@ -1,0 +1,374 @@
+//! `gantry stack …`: stacks and their state versions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use clap::{Args, Subcommand};
+use gantry_wire::stack::{CreateStack, Stack, StateVersion, Tool, UpdateStack, HOOKS};
+use reqwest::Method;
+
+use crate::client::segment;
+use crate::commands::Context;
+use crate::output::{json, table};
+use crate::{exit, Failure};
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Create a stack: one Terraform/OpenTofu root module, from git or a local directory.
+    ///
+    /// Example: gantry stack create web --pool demo --source ./infra --env TF_VAR_region=eu --secret-env TF_VAR_token
+    Create {
+        name: String,
+        /// The worker pool that runs it (name or ID).
+        #[arg(long)]
+        pool: String,
+        /// A git URL, or a local directory to upload.
+        #[arg(long)]
+        source: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// List stacks.
+    List,
+    /// Show a stack (secret variables by name only).
+    Show { stack: String },
+    /// Change a stack: only the options given change.
+    Update {
+        stack: String,
+        #[arg(long)]
+        pool: Option<String>,
+        /// A new source: a git URL, or a local directory to upload again.
+        #[arg(long)]
+        source: Option<String>,
+        /// Remove a variable, plain or secret (repeatable).
+        #[arg(long = "unset-env", value_name = "NAME")]
+        unset_env: Vec<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Delete a stack and its state history (refused while a run on it has not ended).
+    Delete { stack: String },
+    /// The stack's Terraform state.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the stored state versions, oldest first.
+    Versions { stack: String },
+    /// Print one state version (the state file) to stdout, or write it to --file.
+    Download {
+        stack: String,
+        /// Version number; default the latest.
+        version: Option<i64>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// Git branch, tag or commit (git sources).
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+    /// The root module's directory inside the source.
+    #[arg(long)]
+    project_root: Option<String>,
+    /// Runner image (Docker executor).
+    #[arg(long)]
+    image: Option<String>,
+    /// Environment variable, K=V (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Secret variable, K=V, or K alone to take the value from your environment
+    /// (repeatable). Write-only: never shown again.
+    #[arg(long = "secret-env", value_name = "K=V")]
+    secret_env: Vec<String>,
+    /// terraform or opentofu.
+    #[arg(long)]
+    tool: Option<String>,
+    /// The tool's binary, instead of terraform/tofu on the worker's PATH.
+    #[arg(long)]
+    tool_path: Option<String>,
+    /// Label (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Hook, NAME=COMMAND, e.g. before_init='echo hi' (repeatable; hooks: before_init,
+    /// after_init, before_plan, after_plan, before_apply, after_apply).
+    #[arg(long = "hook", value_name = "NAME=CMD")]
+    hooks: Vec<String>,
+}
+
+fn usage(message: String) -> Failure {
+    Failure::new(exit::USAGE, message)
+}
+
+fn pairs(flag: &str, items: &[String], from_env: bool) -> Result<BTreeMap<String, String>, Failure> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                map.insert(k.to_string(), v.to_string());
+            }
+            None if from_env && !item.is_empty() => {
+                let value = std::env::var(item).map_err(|_| {
+                    usage(format!("{flag} {item}: ${item} is not set; give {item}=VALUE or export it"))
+                })?;
+                map.insert(item.clone(), value);
+            }
+            _ => return Err(usage(format!("{flag} {item:?}: expected K=V"))),
+        }
+    }
+    Ok(map)
+}
+
+fn hooks(items: &[String]) -> Result<BTreeMap<String, Vec<String>>, Failure> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in items {
+        let (name, command) = item
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--hook {item:?}: expected NAME=COMMAND, e.g. before_init='make deps'")))?;
+        if !HOOKS.contains(&name) {
+            return Err(usage(format!("--hook {name:?} is not a hook; use one of {}", HOOKS.join(", "))));
+        }
+        map.entry(name.to_string()).or_default().push(command.to_string());
+    }
+    Ok(map)
+}
+
+fn tool(name: &Option<String>) -> Result<Option<Tool>, Failure> {
+    name.as_deref()
+        .map(|t| Tool::parse(t).ok_or_else(|| usage(format!("--tool {t:?}: use terraform or opentofu"))))
+        .transpose()
+}
+
+/// A source is a git URL unless it names a local directory.
+enum Source {
+    Git(String),
+    Archive(String),
+}
+
+fn source(text: &str) -> Result<Source, Failure> {
+    let looks_like_url = text.contains("://") || text.starts_with("git@");
+    if !looks_like_url && Path::new(text).is_dir() {
+        let packed = pack_dir(Path::new(text))
+            .map_err(|e| Failure::new(exit::ERROR, format!("--source {text}: cannot pack the directory: {e}")))?;
+        return Ok(Source::Archive(base64::engine::general_purpose::STANDARD.encode(packed)));
+    }
+    if looks_like_url {
+        return Ok(Source::Git(text.to_string()));
+    }
+    Err(usage(format!(
+        "--source {text:?} is neither a directory nor a git URL (e.g. https://host/repo.git or git://host/repo)"
+    )))
+}
+
+/// Packs a directory as .tar.gz, leaving out what must not travel: `.git`,
+/// `.terraform` and local state files.
+pub fn pack_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    archive.follow_symlinks(false);
+    add_dir(&mut archive, dir, Path::new(""))?;
+    archive.into_inner()?.finish()
+}
+
+fn add_dir<W: std::io::Write>(archive: &mut tar::Builder<W>, root: &Path, rel: &Path) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        if name_str == ".git" || name_str == ".terraform" || name_str.contains(".tfstate") {
+            continue;
+        }
+        let path = rel.join(&name);
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            archive.append_dir(&path, entry.path())?;
+            add_dir(archive, root, &path)?;
+        } else {
+            archive.append_path_with_name(entry.path(), &path)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_stack(ctx: &Context, stack: &Stack) {
+    if ctx.json() {
+        return json(stack);
+    }
+    println!("id:           {}", stack.id);
+    println!("name:         {}", stack.name);
+    println!("pool:         {}", stack.pool);
+    match &stack.git_url {
+        Some(url) => println!("source:       {url} @ {}", stack.git_ref.as_deref().unwrap_or("HEAD")),
+        None => println!("source:       uploaded directory (sha256 {})", stack.archive_sha256.as_deref().unwrap_or("")),
+    }
+    println!("project root: {}", if stack.project_root.is_empty() { "." } else { &stack.project_root });
+    println!("tool:         {}{}", stack.tool.as_str(), stack.tool_path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default());
+    if let Some(image) = &stack.image {
+        println!("image:        {image}");
+    }
+    if !stack.labels.is_empty() {
+        println!("labels:       {}", stack.labels.join(", "));
+    }
+    for (k, v) in &stack.env {
+        println!("env:          {k}={v}");
+    }
+    for k in &stack.secret_env {
+        println!("secret env:   {k}=<secret>");
+    }
+    for (hook, commands) in &stack.hooks {
+        for command in commands {
+            println!("hook:         {hook}: {command}");
+        }
+    }
+    if let Some(serial) = stack.state_serial {
+        println!("state serial: {serial}");
+    }
+}
+
+pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
+    let api = ctx.api()?;
+    match command {
+        StackCommand::Create { name, pool, source: text, settings } => {
+            let (git_url, archive) = match source(&text)? {
+                Source::Git(url) => (Some(url), None),
+                Source::Archive(data) => (None, Some(data)),
+            };
+            let request = CreateStack {
+                name,
+                pool,
+                git_url,
+                git_ref: settings.git_ref.clone(),
+                archive,
+                project_root: settings.project_root.clone().unwrap_or_default(),
+                image: settings.image.clone(),
+                tool: tool(&settings.tool)?.unwrap_or_default(),
+                tool_path: settings.tool_path.clone(),
+                labels: settings.labels.clone(),
+                env: pairs("--env", &settings.env, false)?,
+                secret_env: pairs("--secret-env", &settings.secret_env, true)?,
+                hooks: hooks(&settings.hooks)?,
+            };
+            let stack: Stack = api.call_with(Method::POST, "/stacks", &request).await?;
+            print_stack(ctx, &stack);
+        }
+        StackCommand::List => {
+            let stacks: Vec<Stack> = api.call(Method::GET, "/stacks").await?;
+            if ctx.json() {
+                json(&stacks);
+            } else {
+                let rows = stacks
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.pool.clone(),
+                            s.git_url.clone().unwrap_or_else(|| "(uploaded)".into()),
+                            s.tool.as_str().to_string(),
+                            s.state_serial.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "POOL", "SOURCE", "TOOL", "STATE SERIAL"], rows, None);
+            }
+        }
+        StackCommand::Show { stack } => {
+            let stack: Stack = api.call(Method::GET, &format!("/stacks/{}", segment(&stack))).await?;
+            print_stack(ctx, &stack);
+        }
+        StackCommand::Update { stack, pool, source: text, unset_env, settings } => {
+            let (git_url, archive) = match text.as_deref().map(source).transpose()? {
+                Some(Source::Git(url)) => (Some(url), None),
+                Some(Source::Archive(data)) => (None, Some(data)),
+                None => (None, None),
+            };
+            let request = UpdateStack {
+                pool,
+                git_url,
+                git_ref: settings.git_ref.clone(),
+                archive,
+                project_root: settings.project_root.clone(),
+                image: settings.image.clone(),
+                tool: tool(&settings.tool)?,
+                tool_path: settings.tool_path.clone(),
+                labels: (!settings.labels.is_empty()).then(|| settings.labels.clone()),
+                env: pairs("--env", &settings.env, false)?,
+                secret_env: pairs("--secret-env", &settings.secret_env, true)?,
+                unset_env,
+                hooks: hooks(&settings.hooks)?,
+            };
+            let stack: Stack = api
+                .call_with(Method::PATCH, &format!("/stacks/{}", segment(&stack)), &request)
+                .await?;
+            print_stack(ctx, &stack);
+        }
+        StackCommand::Delete { stack } => {
+            let _: serde_json::Value = api.call(Method::DELETE, &format!("/stacks/{}", segment(&stack))).await?;
+            if ctx.json() {
+                json(&serde_json::json!({"deleted": stack}));
+            } else {
+                eprintln!("stack {stack} deleted");
+            }
+        }
+        StackCommand::State(StateCommand::Versions { stack }) => {
+            let versions: Vec<StateVersion> = api
+                .call(Method::GET, &format!("/stacks/{}/state/versions", segment(&stack)))
+                .await?;
+            if ctx.json() {
+                json(&versions);
+            } else {
+                let rows = versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.version.to_string(),
+                            v.serial.to_string(),
+                            v.resources.to_string(),
+                            v.run_id.clone().unwrap_or_else(|| "-".into()),
+                            v.created_at.clone(),
+                        ]
+                    })
+                    .collect();
+                table(&["VERSION", "SERIAL", "RESOURCES", "RUN", "CREATED"], rows, None);
+            }
+        }
+        StackCommand::State(StateCommand::Download { stack, version, file }) => {
+            let version = match version {
+                Some(v) => v,
+                None => {
+                    let versions: Vec<StateVersion> = api
+                        .call(Method::GET, &format!("/stacks/{}/state/versions", segment(&stack)))
+                        .await?;
+                    versions
+                        .last()
+                        .map(|v| v.version)
+                        .ok_or_else(|| Failure::new(exit::NOT_FOUND, format!("stack {stack} has no state yet")))?
+                }
+            };
+            let request = api.request(
+                Method::GET,
+                &format!("/stacks/{}/state/versions/{version}", segment(&stack)),
+            )?;
+            let bytes = api
+                .send(request)
+                .await?
+                .bytes()
+                .await
+                .map_err(|e| Failure::new(exit::UNREACHABLE, e.to_string()))?;
+            match file {
+                Some(path) => std::fs::write(&path, &bytes)
+                    .map_err(|e| Failure::new(exit::ERROR, format!("--file {}: {e}", path.display())))?,
+                None => {
+                    use std::io::Write;
+                    let _ = std::io::stdout().write_all(&bytes);
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,633 @@
+use async_trait::async_trait;
+use gantry_wire::run::{RunState, RunType};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::runs::{fenced_error, record_transition, run_by_id, LEASED, TERMINAL};
+use super::{from_json, new_id, to_json, SqliteStore};
+use crate::{
+    LockResult, NewStateVersion, PlanReport, Result, RunRecord, StackRecord, StackStore,
+    StateVersionRecord, StoreError,
+};
+
+const SELECT_STACK: &str = "
+    SELECT s.id, s.name, s.pool_id, p.name AS pool_name, s.git_url, s.git_ref, s.archive_sha256,
+        s.project_root, s.image, s.tool, s.tool_path, s.labels, s.env, s.secret_env, s.hooks,
+        s.created_at, s.updated_at,
+        (SELECT serial FROM state_versions v WHERE v.stack_id = s.id ORDER BY version DESC LIMIT 1) AS state_serial
+    FROM stacks s JOIN pools p ON p.id = s.pool_id";
+
+fn stack_from_row(row: &SqliteRow) -> StackRecord {
+    StackRecord {
+        id: row.get("id"),
+        name: row.get("name"),
+        pool_id: row.get("pool_id"),
+        pool_name: row.get("pool_name"),
+        git_url: row.get("git_url"),
+        git_ref: row.get("git_ref"),
+        archive_sha256: row.get("archive_sha256"),
+        project_root: row.get("project_root"),
+        image: row.get("image"),
+        tool: row.get("tool"),
+        tool_path: row.get("tool_path"),
+        labels: from_json(row.get("labels")),
+        env: from_json(row.get("env")),
+        secret_env: from_json(row.get("secret_env")),
+        hooks: from_json(row.get("hooks")),
+        state_serial: row.get("state_serial"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+fn version_from_row(row: &SqliteRow) -> StateVersionRecord {
+    StateVersionRecord {
+        version: row.get("version"),
+        serial: row.get("serial"),
+        lineage: row.get("lineage"),
+        resources: row.get("resources"),
+        sha256: row.get("sha256"),
+        run_id: row.get("run_id"),
+        created_at: row.get("created_at"),
+    }
+}
+
+/// After a run ended: its workspace, credentials and any state lock it held
+/// go, and the next queued run of its stack becomes READY.
+pub(super) async fn after_run_ended(
+    tx: &mut Transaction<'_, Sqlite>,
+    run_id: &str,
+    now: i64,
+) -> Result<()> {
+    let stack_id: Option<Option<String>> =
+        sqlx::query_scalar("SELECT stack_id FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(Some(stack_id)) = stack_id else {
+        return Ok(());
+    };
+    for statement in [
+        "DELETE FROM run_workspaces WHERE run_id = ?",
+        "DELETE FROM run_credentials WHERE run_id = ?",
+        "DELETE FROM state_locks WHERE run_id = ?",
+    ] {
+        sqlx::query(statement).bind(run_id).execute(&mut **tx).await?;
+    }
+    promote_next(tx, &stack_id, now).await
+}
+
+/// Makes the oldest QUEUED run of the stack READY when no run before it is pending.
+async fn promote_next(tx: &mut Transaction<'_, Sqlite>, stack_id: &str, now: i64) -> Result<()> {
+    let busy: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM runs WHERE stack_id = ? AND state NOT IN {TERMINAL} AND state != 'QUEUED'"
+    ))
+    .bind(stack_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if busy > 0 {
+        return Ok(());
+    }
+    let next: Option<String> = sqlx::query_scalar(
+        "UPDATE runs SET state = 'READY', updated_at = ?
+         WHERE seq = (SELECT seq FROM runs WHERE stack_id = ? AND state = 'QUEUED' ORDER BY seq LIMIT 1)
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(stack_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(next) = next {
+        record_transition(tx, &next, RunState::Ready, None, now).await?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    async fn stack_by_id(&self, stack_id: &str) -> Result<StackRecord> {
+        let row = sqlx::query(&format!("{SELECT_STACK} WHERE s.id = ?"))
+            .bind(stack_id)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.map(|r| stack_from_row(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("stack {stack_id}")))
+    }
+}
+
+#[async_trait]
+impl StackStore for SqliteStore {
+    async fn create_stack(
+        &self,
+        stack: &StackRecord,
+        archive: Option<&[u8]>,
+        now: i64,
+    ) -> Result<StackRecord> {
+        let id = new_id();
+        let inserted = sqlx::query(
+            "INSERT INTO stacks (id, name, pool_id, git_url, git_ref, archive, archive_sha256, project_root,
+                image, tool, tool_path, labels, env, secret_env, hooks, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&stack.name)
+        .bind(&stack.pool_id)
+        .bind(&stack.git_url)
+        .bind(&stack.git_ref)
+        .bind(archive)
+        .bind(&stack.archive_sha256)
+        .bind(&stack.project_root)
+        .bind(&stack.image)
+        .bind(&stack.tool)
+        .bind(&stack.tool_path)
+        .bind(to_json(&stack.labels))
+        .bind(to_json(&stack.env))
+        .bind(to_json(&stack.secret_env))
+        .bind(to_json(&stack.hooks))
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "a stack named {:?} already exists; pick another name or update it with `gantry stack update`",
+                stack.name
+            )));
+        }
+        self.stack_by_id(&id).await
+    }
+
+    async fn list_stacks(&self) -> Result<Vec<StackRecord>> {
+        let rows = sqlx::query(&format!("{SELECT_STACK} ORDER BY s.name"))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(stack_from_row).collect())
+    }
+
+    async fn find_stack(&self, id_or_name: &str) -> Result<Option<StackRecord>> {
+        let row = sqlx::query(&format!("{SELECT_STACK} WHERE s.id = ?1 OR s.name = ?1"))
+            .bind(id_or_name)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| stack_from_row(&r)))
+    }
+
+    async fn update_stack(
+        &self,
+        stack: &StackRecord,
+        archive: Option<&[u8]>,
+        now: i64,
+    ) -> Result<StackRecord> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE stacks SET pool_id = ?, git_url = ?, git_ref = ?, archive_sha256 = ?, project_root = ?,
+                image = ?, tool = ?, tool_path = ?, labels = ?, env = ?, secret_env = ?, hooks = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(&stack.pool_id)
+        .bind(&stack.git_url)
+        .bind(&stack.git_ref)
+        .bind(&stack.archive_sha256)
+        .bind(&stack.project_root)
+        .bind(&stack.image)
+        .bind(&stack.tool)
+        .bind(&stack.tool_path)
+        .bind(to_json(&stack.labels))
+        .bind(to_json(&stack.env))
+        .bind(to_json(&stack.secret_env))
+        .bind(to_json(&stack.hooks))
+        .bind(now)
+        .bind(&stack.id)
+        .execute(&mut *tx)
+        .await?;
+        if archive.is_some() || stack.git_url.is_some() {
+            sqlx::query("UPDATE stacks SET archive = ? WHERE id = ?")
+                .bind(archive)
+                .bind(&stack.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.stack_by_id(&stack.id).await
+    }
+
+    async fn delete_stack(&self, stack_id: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let pending: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM runs WHERE stack_id = ? AND state NOT IN {TERMINAL}"
+        ))
+        .bind(stack_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending > 0 {
+            return Err(StoreError::Conflict(format!(
+                "the stack has {pending} run(s) that have not ended; stop or discard them first"
+            )));
+        }
+        for statement in [
+            "DELETE FROM state_versions WHERE stack_id = ?",
+            "DELETE FROM state_locks WHERE stack_id = ?",
+            "DELETE FROM run_credentials WHERE stack_id = ?",
+            "DELETE FROM stacks WHERE id = ?",
+        ] {
+            sqlx::query(statement).bind(stack_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stack_archive(&self, stack_id: &str) -> Result<Option<Vec<u8>>> {
+        let archive: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT archive FROM stacks WHERE id = ?")
+                .bind(stack_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(archive.flatten())
+    }
+
+    async fn insert_stack_run(
+        &self,
+        stack: &StackRecord,
+        run_type: RunType,
+        command: &[String],
+        now: i64,
+    ) -> Result<RunRecord> {
+        let id = new_id();
+        let mut tx = self.writer.begin().await?;
+        let pending: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM runs WHERE stack_id = ? AND state NOT IN {TERMINAL}"
+        ))
+        .bind(&stack.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let state = if pending == 0 { RunState::Ready } else { RunState::Queued };
+        sqlx::query(
+            "INSERT INTO runs (id, pool_id, pool_name, run_type, state, command, env, image, stack_id, stack_name,
+                created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&stack.pool_id)
+        .bind(&stack.pool_name)
+        .bind(run_type.as_str())
+        .bind(state.as_str())
+        .bind(to_json(&command))
+        .bind(&stack.image)
+        .bind(&stack.id)
+        .bind(&stack.name)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        record_transition(&mut tx, &id, RunState::Queued, None, now).await?;
+        if state == RunState::Ready {
+            record_transition(&mut tx, &id, RunState::Ready, None, now).await?;
+        }
+        let record = run_by_id(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn report_plan(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        report: &PlanReport,
+        now: i64,
+    ) -> Result<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE runs SET commit_sha = COALESCE(?, commit_sha), plan = COALESCE(?, plan),
+                outputs = COALESCE(?, outputs), updated_at = ?
+             WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+        ))
+        .bind(&report.commit_sha)
+        .bind(&report.plan)
+        .bind(&report.outputs)
+        .bind(now)
+        .bind(run_id)
+        .bind(lease_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(fenced_error(&mut tx, run_id).await);
+        }
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn park_unconfirmed(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        log_chunks: u64,
+        now: i64,
+    ) -> Result<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE runs SET state = 'UNCONFIRMED', lease_id = NULL, lease_expires_at = NULL,
+                log_base = log_base + ?, updated_at = ?
+             WHERE id = ? AND lease_id = ? AND state IN {LEASED}
+               AND EXISTS (SELECT 1 FROM run_workspaces w WHERE w.run_id = runs.id)"
+        ))
+        .bind(log_chunks as i64)
+        .bind(now)
+        .bind(run_id)
+        .bind(lease_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let current = run_by_id(&mut tx, run_id).await?;
+            if current.state == RunState::Unconfirmed {
+                return Ok(current); // a retried report whose first attempt landed
+            }
+            if current.lease_id.as_deref() == Some(lease_id) {
+                return Err(StoreError::Conflict(
+                    "upload the run's workspace before reporting it planned".into(),
+                ));
+            }
+            return Err(StoreError::LeaseLost);
+        }
+        sqlx::query("DELETE FROM run_credentials WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM state_locks WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        record_transition(&mut tx, run_id, RunState::Unconfirmed, None, now).await?;
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn put_workspace(&self, run_id: &str, lease_id: &str, data: &[u8]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let held: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+        ))
+        .bind(run_id)
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Err(fenced_error(&mut tx, run_id).await);
+        }
+        sqlx::query("INSERT OR REPLACE INTO run_workspaces (run_id, data) VALUES (?, ?)")
+            .bind(run_id)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn workspace(&self, run_id: &str, lease_id: &str) -> Result<Option<Vec<u8>>> {
+        let row: Option<(Option<String>, Option<Vec<u8>>)> = sqlx::query_as(&format!(
+            "SELECT r.id, w.data FROM runs r LEFT JOIN run_workspaces w ON w.run_id = r.id
+             WHERE r.id = ? AND r.lease_id = ? AND r.state IN {LEASED}"
+        ))
+        .bind(run_id)
+        .bind(lease_id)
+        .fetch_optional(&self.writer)
+        .await?;
+        match row {
+            Some((_, data)) => Ok(data),
+            None => Err(StoreError::LeaseLost),
+        }
+    }
+
+    async fn confirm_run(&self, run_id: &str, now: i64) -> Result<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET state = 'CONFIRMED', updated_at = ? WHERE id = ? AND state = 'UNCONFIRMED'",
+        )
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let run = run_by_id(&mut tx, run_id).await?;
+            return Err(StoreError::Conflict(format!(
+                "run {run_id} is {}: only a tracked run waiting in UNCONFIRMED can be confirmed",
+                run.state
+            )));
+        }
+        record_transition(&mut tx, run_id, RunState::Confirmed, None, now).await?;
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn discard_run(&self, run_id: &str, now: i64) -> Result<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let run = run_by_id(&mut tx, run_id).await?;
+        if run.state != RunState::Unconfirmed {
+            return Err(StoreError::Conflict(format!(
+                "run {run_id} is {}: only a tracked run waiting in UNCONFIRMED can be discarded",
+                run.state
+            )));
+        }
+        super::runs::end_run_in_tx(
+            &mut tx,
+            run_id,
+            "DISCARDED",
+            None,
+            Some("discarded: the plan was not applied"),
+            now,
+        )
+        .await?;
+        let record = run_by_id(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn add_run_credential(
+        &self,
+        token_hash: &str,
+        run_id: &str,
+        stack_id: &str,
+        lease_id: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO run_credentials (token_hash, run_id, stack_id, lease_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(run_id)
+        .bind(stack_id)
+        .bind(lease_id)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn check_run_credential(
+        &self,
+        token_hash: &str,
+        stack_id: &str,
+    ) -> Result<Option<String>> {
+        let run_id = sqlx::query_scalar(&format!(
+            "SELECT r.id FROM run_credentials c JOIN runs r ON r.id = c.run_id
+             WHERE c.token_hash = ? AND c.stack_id = ? AND r.stack_id = c.stack_id
+               AND r.lease_id = c.lease_id AND r.state IN {LEASED}"
+        ))
+        .bind(token_hash)
+        .bind(stack_id)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(run_id)
+    }
+
+    async fn current_state(
+        &self,
+        stack_id: &str,
+    ) -> Result<Option<(StateVersionRecord, Vec<u8>)>> {
+        let row = sqlx::query(
+            "SELECT * FROM state_versions WHERE stack_id = ? ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stack_id)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.map(|r| (version_from_row(&r), r.get("data"))))
+    }
+
+    async fn put_state(
+        &self,
+        stack_id: &str,
+        lock_id: Option<&str>,
+        state: &NewStateVersion,
+        now: i64,
+    ) -> Result<StateVersionRecord> {
+        let mut tx = self.writer.begin().await?;
+        let held: Option<String> =
+            sqlx::query_scalar("SELECT lock_id FROM state_locks WHERE stack_id = ?")
+                .bind(stack_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match (held.as_deref(), lock_id) {
+            (None, None) => {}
+            (Some(held), Some(given)) if held == given => {}
+            (Some(held), _) => {
+                return Err(StoreError::Conflict(format!(
+                    "the state is locked (lock {held}); only its holder may write it"
+                )))
+            }
+            (None, Some(given)) => {
+                return Err(StoreError::Conflict(format!(
+                    "the state is not locked under {given}; lock it first"
+                )))
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO state_versions (stack_id, version, serial, lineage, resources, sha256, data, run_id, created_at)
+             VALUES (?1, (SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?1),
+                     ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             RETURNING *",
+        )
+        .bind(stack_id)
+        .bind(state.serial)
+        .bind(&state.lineage)
+        .bind(state.resources)
+        .bind(&state.sha256)
+        .bind(&state.data)
+        .bind(&state.run_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(version_from_row(&row))
+    }
+
+    async fn lock_state(
+        &self,
+        stack_id: &str,
+        lock_id: &str,
+        info: &str,
+        run_id: Option<&str>,
+        now: i64,
+    ) -> Result<LockResult> {
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO state_locks (stack_id, lock_id, info, run_id, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (stack_id) DO NOTHING",
+        )
+        .bind(stack_id)
+        .bind(lock_id)
+        .bind(info)
+        .bind(run_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            tx.commit().await?;
+            return Ok(LockResult::Done);
+        }
+        let info: String = sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = ?")
+            .bind(stack_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(LockResult::Held { info })
+    }
+
+    async fn unlock_state(
+        &self,
+        stack_id: &str,
+        lock_id: &str,
+        force: bool,
+    ) -> Result<LockResult> {
+        let mut tx = self.writer.begin().await?;
+        let held: Option<(String, String)> =
+            sqlx::query_as("SELECT lock_id, info FROM state_locks WHERE stack_id = ?")
+                .bind(stack_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match held {
+            None => Ok(LockResult::NotLocked),
+            Some((held, info)) if held != lock_id && !force => Ok(LockResult::Held { info }),
+            Some(_) => {
+                sqlx::query("DELETE FROM state_locks WHERE stack_id = ?")
+                    .bind(stack_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(LockResult::Done)
+            }
+        }
+    }
+
+    async fn state_lock(&self, stack_id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = ?")
+                .bind(stack_id)
+                .fetch_optional(&self.writer)
+                .await?,
+        )
+    }
+
+    async fn state_versions(&self, stack_id: &str) -> Result<Vec<StateVersionRecord>> {
+        let rows = sqlx::query(
+            "SELECT version, serial, lineage, resources, sha256, run_id, created_at
+             FROM state_versions WHERE stack_id = ? ORDER BY version",
+        )
+        .bind(stack_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(version_from_row).collect())
+    }
+
+    async fn state_version(
+        &self,
+        stack_id: &str,
+        version: i64,
+    ) -> Result<Option<(StateVersionRecord, Vec<u8>)>> {
+        let row = sqlx::query("SELECT * FROM state_versions WHERE stack_id = ? AND version = ?")
+            .bind(stack_id)
+            .bind(version)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| (version_from_row(&r), r.get("data"))))
+    }
+}

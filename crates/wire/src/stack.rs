@@ -1,0 +1,274 @@
+//! Stacks (one Terraform/OpenTofu root module each), the runs triggered on
+//! them, their state versions, and what a launcher needs to run one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::run::RunType;
+
+/// The hooks a stack may define, each a list of shell commands run in the
+/// workspace before or after its phase.
+pub const HOOKS: [&str; 6] = [
+    "before_init",
+    "after_init",
+    "before_plan",
+    "after_plan",
+    "before_apply",
+    "after_apply",
+];
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tool {
+    #[default]
+    Terraform,
+    Opentofu,
+}
+
+impl Tool {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Tool::Terraform => "terraform",
+            Tool::Opentofu => "opentofu",
+        }
+    }
+
+    /// The program run when the stack names no `tool_path`.
+    pub const fn program(self) -> &'static str {
+        match self {
+            Tool::Terraform => "terraform",
+            Tool::Opentofu => "tofu",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tool> {
+        match s {
+            "terraform" => Some(Tool::Terraform),
+            "opentofu" | "tofu" => Some(Tool::Opentofu),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /api/v1/stacks`. Exactly one of `git_url` and `archive` is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CreateStack {
+    pub name: String,
+    /// Pool name or ID.
+    pub pool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
+    /// Branch, tag or commit; default `HEAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// An uploaded directory: base64 of a `.tar.gz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// The root module's directory inside the source; default the top.
+    #[serde(default)]
+    pub project_root: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub tool: Tool,
+    /// A program to run instead of `terraform` / `tofu` on PATH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_path: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Write-only: never returned, stored encrypted to the pool's key.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    /// Hook name (see [`HOOKS`]) → shell commands.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, Vec<String>>,
+}
+
+/// `PATCH /api/v1/stacks/{stack}`: only the fields given change. `env` and
+/// `secret_env` entries are merged in; names in `unset_env` are removed
+/// (plain or secret).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UpdateStack {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_root: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<Tool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset_env: Vec<String>,
+    /// Replaces the hooks named here; an empty list removes a hook.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, Vec<String>>,
+}
+
+/// A stack as the API shows it. Secret values never appear.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stack {
+    pub id: String,
+    pub name: String,
+    pub pool_id: String,
+    pub pool: String,
+    /// `git` or `upload`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// SHA-256 of the uploaded archive, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_sha256: Option<String>,
+    pub project_root: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub tool: Tool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_path: Option<String>,
+    pub labels: Vec<String>,
+    /// Plain variables, with their values.
+    pub env: BTreeMap<String, String>,
+    /// Names of the secret variables; their values are write-only.
+    pub secret_env: Vec<String>,
+    pub hooks: BTreeMap<String, Vec<String>>,
+    /// Serial of the latest state version, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_serial: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /api/v1/stacks/{stack}/runs`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TriggerRun {
+    #[serde(rename = "type")]
+    pub run_type: RunType,
+    /// For `task` runs: the command, run in the stack's workspace after init.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// Resources a plan adds, changes and destroys (a replace counts as one add
+/// and one destroy, as Terraform prints it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanSummary {
+    pub add: u32,
+    pub change: u32,
+    pub destroy: u32,
+}
+
+impl PlanSummary {
+    pub fn has_changes(&self) -> bool {
+        self.add + self.change + self.destroy > 0
+    }
+}
+
+impl std::fmt::Display for PlanSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.has_changes() {
+            return f.write_str("no changes");
+        }
+        write!(
+            f,
+            "{} to add, {} to change, {} to destroy",
+            self.add, self.change, self.destroy
+        )
+    }
+}
+
+/// One output of an applied run. Sensitive values are masked (`value` null).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunOutput {
+    pub name: String,
+    pub sensitive: bool,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+}
+
+/// A stored state version (`gantry stack state versions`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateVersion {
+    /// 1, 2, 3… per stack.
+    pub version: i64,
+    /// Terraform's own serial and lineage from the state.
+    pub serial: i64,
+    pub lineage: String,
+    /// Resources in the state.
+    pub resources: u32,
+    pub sha256: String,
+    /// The run that wrote it, when a run did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub created_at: String,
+}
+
+/// What a launcher needs to run a stack run; part of its lease.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StackJob {
+    pub stack_id: String,
+    pub stack_name: String,
+    /// `plan` (PREPARING → INITIALIZING → PLANNING …) or `apply` (a confirmed
+    /// tracked run: the stored workspace, then `apply plan.bin`).
+    pub phase: JobPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// The source is an uploaded archive: fetch it from the run's `source`.
+    #[serde(default)]
+    pub archive: bool,
+    pub project_root: String,
+    pub tool: Tool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_path: Option<String>,
+    pub hooks: BTreeMap<String, Vec<String>>,
+    /// The state backend's URL for this stack.
+    pub state_address: String,
+    /// The run's credential for the state backend (HTTP basic auth user and
+    /// password); valid only for this stack, and only while this lease lives.
+    pub state_username: String,
+    pub state_password: String,
+    /// Secret variables: name → base64 of the value sealed to the pool's
+    /// public key (see `gantry_pki::envelope`). Values are masked in logs.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPhase {
+    Plan,
+    Apply,
+}
+
+/// `POST /api/v1/worker/runs/{id}/plan`: what the plan phase found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ReportPlan {
+    pub lease_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
+    #[serde(default)]
+    pub outputs: Vec<RunOutput>,
+}
