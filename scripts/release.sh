@@ -10,7 +10,8 @@
 #   --image  also build the launcher image gantry-launcher:<version> in the local Docker engine
 #            (the launcher binary, its shared libraries and the CA certificates; no shell).
 # Environment: GANTRY_RELEASE_PROFILE (default release; the tests use dev to package the debug
-# build), DIST_DIR (default dist).
+# build), DIST_DIR (default dist), GANTRY_IMAGE_NAME (default gantry-launcher),
+# GANTRY_RELEASE_NO_BUILD=1 (package the binaries already built for that profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,11 +37,14 @@ target_dir=${CARGO_TARGET_DIR:-target}
 dist=${DIST_DIR:-dist}
 name=gantry-$version-linux-x86_64
 
-echo "==> cargo build --profile $profile (gantry $version)"
-cargo build --locked --profile "$profile" --bin gantry --bin gantry-launcher
+if [ "${GANTRY_RELEASE_NO_BUILD:-}" != 1 ]; then
+    echo "==> cargo build --profile $profile (gantry $version)"
+    cargo build --locked --profile "$profile" --bin gantry --bin gantry-launcher
+fi
 
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+stage=$tmp/pkg
 mkdir -p "$stage"/{bin,cloudformation,helm,systemd,docs}
 install -m 0755 "$target_dir/$profile_dir/gantry" "$target_dir/$profile_dir/gantry-launcher" "$stage/bin/"
 # The CloudFormation user data verifies the launcher it downloads against this file.
@@ -51,7 +55,8 @@ install -m 0644 deploy/systemd/gantry-launcher.service "$stage/systemd/"
 cp -R docs/. "$stage/docs/"
 
 # The archive's own checksums: `sha256sum -c SHA256SUMS` after unpacking.
-(cd "$stage" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum > SHA256SUMS)
+(cd "$stage" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum > "$tmp/SHA256SUMS")
+mv "$tmp/SHA256SUMS" "$stage/SHA256SUMS"
 
 # Reproducible: fixed order, owners and times (those of the last commit).
 mtime=$(git log -1 --format=%ct 2>/dev/null || echo 0)
@@ -64,7 +69,7 @@ echo "==> $dist/$name.tar.gz"
 if $build_image; then
     # FROM scratch: no registry is needed. The binary links glibc dynamically, so its libraries
     # (as ldd lists them) and the loader come along, plus the system CAs and a non-root user.
-    root=$stage/image
+    root=$tmp/image
     mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib/gantry-launcher"
     install -m 0755 "$stage/bin/gantry-launcher" "$root/usr/local/bin/"
     ldd "$stage/bin/gantry-launcher" | grep -o '/[^ ]*' | while read -r lib; do
@@ -80,6 +85,6 @@ if $build_image; then
         -c 'USER 10001:10001' \
         -c 'ENV GANTRY_WORK_DIR=/var/lib/gantry-launcher' \
         -c 'ENTRYPOINT ["/usr/local/bin/gantry-launcher"]' \
-        - "gantry-launcher:$version" >/dev/null
-    echo "==> image gantry-launcher:$version"
+        - "${GANTRY_IMAGE_NAME:-gantry-launcher}:$version" >/dev/null
+    echo "==> image ${GANTRY_IMAGE_NAME:-gantry-launcher}:$version"
 fi
