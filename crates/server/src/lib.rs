@@ -14,6 +14,7 @@ mod auth;
 mod config;
 mod convert;
 mod error;
+mod limiter;
 pub mod openapi;
 pub mod protocol;
 mod reaper;
@@ -69,9 +70,13 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     match tls {
         Some(tls) => {
             let listener = tls::TlsListener::new(listener, tls)?;
+            let app = app.into_make_service_with_connect_info::<tls::PeerAddr>();
             axum::serve(listener, app).with_graceful_shutdown(shutdown).await?
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+        None => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?
+        }
     }
     Ok(())
 }

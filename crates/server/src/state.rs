@@ -12,6 +12,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<ServerConfig>,
     pub signals: Arc<Signals>,
+    pub limiter: Arc<crate::limiter::FailedAuthLimiter>,
 }
 
 impl AppState {
@@ -20,6 +21,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             signals: Arc::new(Signals::default()),
+            limiter: Arc::default(),
         }
     }
 }

@@ -94,6 +94,17 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.write_all(contents)
 }
 
+/// The client's address on a TLS connection (a local type, so axum's
+/// `ConnectInfo` can carry it).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerAddr {
+        *stream.remote_addr()
+    }
+}
+
 /// Accepts TLS connections for axum.
 pub struct TlsListener {
     incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -131,17 +142,17 @@ impl TlsListener {
 
 impl Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = PeerAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.incoming.recv().await {
-            Some(connection) => connection,
+            Some((stream, peer)) => (stream, PeerAddr(peer)),
             // The accept task never ends while the listener lives.
             None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        Ok(PeerAddr(self.local))
     }
 }

@@ -103,5 +103,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest(gantry_wire::API_PREFIX, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limiter::limit_failed_auth,
+        ))
         .with_state(state)
 }
