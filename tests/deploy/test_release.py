@@ -1,7 +1,9 @@
 """scripts/release.sh: the archive's layout and checksums, and the launcher image it can build.
 
-It packages the debug build (GANTRY_RELEASE_PROFILE=dev), which scripts/test-all.sh has just
-built: the layout and the checks are the same as for a release build, without its long compile."""
+It packages the debug build that scripts/test-all.sh has just made (GANTRY_RELEASE_PROFILE=dev,
+GANTRY_RELEASE_NO_BUILD=1): the layout and the checks are those of a release, without its long
+compile, and without a `cargo build --bin` whose feature set would differ from the workspace
+build's and rebuild half of it."""
 
 import hashlib
 import os
@@ -24,7 +26,8 @@ def workspace_version() -> str:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory, gantry_bins):
     dist = tmp_path_factory.mktemp("dist")
-    env = dict(os.environ, GANTRY_RELEASE_PROFILE="dev", DIST_DIR=str(dist), GANTRY_IMAGE_NAME=IMAGE_NAME)
+    env = dict(os.environ, GANTRY_RELEASE_PROFILE="dev", GANTRY_RELEASE_NO_BUILD="1", DIST_DIR=str(dist),
+               GANTRY_IMAGE_NAME=IMAGE_NAME)
     tool("docker")
     run([str(ROOT / "scripts" / "release.sh"), "--image"], env=env, cwd=ROOT, timeout=1800)
     version = workspace_version()
@@ -88,3 +91,9 @@ def test_launcher_image_registers_and_drains(release, control_plane_factory, tmp
         assert code == "0", run(["docker", "logs", name], check=False).stderr
     finally:
         run(["docker", "rm", "-f", name], check=False)
+
+
+def test_scripts_pass_shellcheck():
+    scripts = [ROOT / "scripts" / "release.sh", ROOT / "tests" / "deploy" / "image" / "build.sh"]
+    result = run([tool("shellcheck"), *map(str, scripts)], check=False)
+    assert result.returncode == 0, result.stdout
