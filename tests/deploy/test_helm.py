@@ -156,6 +156,12 @@ def test_options_reach_the_launcher(chart):
     assert env["GANTRY_RUN_TIMEOUT"] == "2h"
 
 
-def test_rejects_an_unknown_docker_mode(chart):
-    with pytest.raises(Exception, match="docker.mode must be"):
-        render(chart, {"docker": {"mode": "podman"}})
+@pytest.mark.parametrize("values", [
+    {"docker": {"mode": "podman"}},
+    {"replicas": 2},  # a typo of replicaCount
+    {"launcher": {"image": {"tag": 1.0}}},  # a number where YAML users meant a string
+])
+def test_rejects_invalid_values(chart, values):
+    # values.schema.json catches these before anything renders.
+    with pytest.raises(helm.HelmError):
+        render(chart, values)

@@ -110,8 +110,7 @@ def boot_env(moto, imds) -> dict:
 
 def wait_worker(plane, pool: str, timeout=60) -> dict:
     def find():
-        workers = [w for w in plane.cli("worker", "list") if w.get("pool") in (pool, None) or True]
-        workers = [w for w in workers if str(w.get("state", "")).upper() not in ("EXITED", "LOST")]
+        workers = plane.cli("worker", "list", "--pool", pool)
         return workers[0] if workers else None
     return wait_until(find, timeout, "the worker to register", interval=0.5)
 
