@@ -102,7 +102,6 @@ fn free_port() -> Result<u16> {
 /// A running control plane, killed on drop.
 pub struct Server {
     pub proc: Proc,
-    pub url: String,
     pub api: Api,
 }
 
@@ -135,7 +134,7 @@ impl Server {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if api.health().await.is_ok() {
-                    return Ok(Server { proc, url, api });
+                    return Ok(Server { proc, api });
                 }
                 if let Err(error) = proc.check_alive() {
                     last_error = Some(error);
@@ -158,7 +157,6 @@ impl Server {
         let created = self.api.create_pool(name, &ctx.csr_pem).await?;
         let token = PoolToken::decode(&created.token).context("the pool token")?;
         Ok(Pool {
-            name: name.to_string(),
             id: created.id,
             token: created.token,
             credentials: PoolCredentials {
@@ -171,7 +169,6 @@ impl Server {
 }
 
 pub struct Pool {
-    pub name: String,
     pub id: String,
     pub token: String,
     pub credentials: PoolCredentials,

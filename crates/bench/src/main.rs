@@ -144,6 +144,7 @@ impl Args {
             idle_window: self
                 .idle_window
                 .unwrap_or(Duration::from_secs(if q { 20 } else { 60 })),
+            idle_registration_limit: Duration::from_secs(if q { 120 } else { 300 }),
         }
     }
 
@@ -205,8 +206,10 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let mut report = Report::default();
+    let mut loads = Vec::new();
     for bench in args.selected() {
         let at = Instant::now();
+        let load_before = stats::load_average();
         match bench {
             Bench::Rss => {
                 eprintln!("\n== idle launcher RSS");
@@ -248,7 +251,23 @@ async fn run(args: Args) -> ExitCode {
                 }
             }
         }
-        eprintln!("  ({:.0} s)", at.elapsed().as_secs_f64());
+        let load_after = stats::load_average();
+        eprintln!(
+            "  ({:.0} s; load average {load_before:.1} → {load_after:.1})",
+            at.elapsed().as_secs_f64()
+        );
+        loads.push((bench, load_before, load_after, at.elapsed().as_secs_f64()));
+    }
+    for (bench, before, after, secs) in loads {
+        let name = bench
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        report.info(
+            "machine",
+            &format!("load avg (1 min) around `{name}`, {secs:.0} s"),
+            format!("{before:.1} → {after:.1} on {cores} cores"),
+        );
     }
     report.print();
     println!(

@@ -150,7 +150,6 @@ pub struct Worker {
     http: reqwest::Client,
     base: String,
     session: RwLock<String>,
-    pub id: String,
     pub heartbeat_interval: Duration,
 }
 
@@ -168,7 +167,6 @@ impl Worker {
             http,
             base: base.to_string(),
             session: RwLock::new(response.session_token),
-            id: response.worker_id,
             heartbeat_interval: Duration::from_millis(response.heartbeat_interval_ms.max(100)),
         })
     }
@@ -341,8 +339,9 @@ pub async fn idle_heartbeat_loop(worker: Arc<Worker>, stats: Arc<IdleStats>, unt
     }
 }
 
-/// Registers with retries for what a launcher would retry (transient errors)
-/// and a fresh signature when the pre-signed one went stale.
+/// Registers with retries for what a launcher would retry (transient errors,
+/// and a pre-signed timestamp that went stale). Like the launcher, every
+/// retry signs a fresh nonce: an attempt that timed out may have landed.
 pub async fn register_with_retry(
     http: reqwest::Client,
     base: &str,
@@ -361,15 +360,13 @@ pub async fn register_with_retry(
                     }
                 };
                 let stale = error.status == Some(StatusCode::UNAUTHORIZED)
-                    && (error.message.contains("timestamped") || error.message.contains("nonce"));
+                    && error.message.contains("timestamped");
                 if !(transient || stale) || attempt == 7 {
                     return Err(error).context("registration refused");
                 }
-                if stale {
-                    request = registration(pool, &request.hostname);
-                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
+                request = registration(pool, &request.hostname);
             }
         }
     }

@@ -138,6 +138,73 @@ impl CpuMeter {
     }
 }
 
+/// CPU seconds of every thread of `pid`, by thread ID, with its name.
+pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<u64, (String, f64)> {
+    let mut threads = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        threads.insert(
+            tid,
+            (
+                text[open + 1..close].to_string(),
+                ticks as f64 / clock_ticks(),
+            ),
+        );
+    }
+    threads
+}
+
+/// The busiest threads between two [`thread_cpu`] readings, as
+/// "name 93%, other 12%" (percent of one core over `wall` seconds).
+pub fn busiest_threads(
+    before: &std::collections::BTreeMap<u64, (String, f64)>,
+    after: &std::collections::BTreeMap<u64, (String, f64)>,
+    wall: f64,
+) -> String {
+    let mut used: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(tid, (name, cpu))| {
+            (
+                name.as_str(),
+                cpu - before.get(tid).map(|b| b.1).unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, cpu)| *cpu > 0.0)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used.iter()
+        .take(4)
+        .map(|(name, cpu)| format!("{name} {:.0}%", 100.0 * cpu / wall.max(1e-9)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// Raises this process's open-file soft limit to the hard limit.
 pub fn raise_nofile() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
