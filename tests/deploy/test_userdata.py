@@ -21,7 +21,7 @@ from fakes.imds import FakeImds
 from worker_host import WorkerHost, image
 
 BUCKET = "gantry-test-binaries"
-DRAINED_RUN_SECONDS = 6
+DRAINED_RUN_SECONDS = 12
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +287,10 @@ def test_every_option_and_a_drain_on_termination(moto, aws_world, control_plane_
     imds = imds_factory(stack["instance_id"], stack["ami_id"])
 
     host = hosts()
+    # TEST FAKE: a docker.service that only sleeps, and the docker group, as on an AMI with Docker;
+    # the user data must hand the proxy to the daemon and put the launcher's user in the group.
+    host.exec("sh", "-c", "printf '[Service]\\nExecStart=/bin/sleep infinity\\n' > /etc/systemd/system/docker.service"
+              " && groupadd --system docker && systemctl daemon-reload && systemctl start docker")
     result = host.run_user_data(stack["user_data"], boot_env(moto, imds))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -307,6 +311,9 @@ def test_every_option_and_a_drain_on_termination(moto, aws_world, control_plane_
     assert f'GANTRY_ADDITIONAL_ROOT_CAS="{ca_bundle}"' in env_file
     assert f'HTTPS_PROXY="{squid["url"]}"' in env_file
     assert "NO_PROXY=" in env_file and "some.domain,another.domain" in env_file
+    docker_env = host.exec("systemctl", "show", "-p", "Environment", "--value", "docker").stdout
+    assert f"HTTPS_PROXY={squid['url']}" in docker_env and f"http_proxy={squid['url']}" in docker_env
+    assert "docker" in host.exec("id", "-nG", "gantry").stdout.split()
     pid = host.exec("systemctl", "show", "-p", "MainPID", "--value", "gantry-launcher").stdout.strip()
     assert host.exec("ps", "-o", "user=", "-p", pid).stdout.strip() == "gantry"
     launcher_sha = host.exec("sha256sum", "/usr/local/bin/gantry-launcher").stdout.split()[0]
@@ -326,6 +333,7 @@ def test_every_option_and_a_drain_on_termination(moto, aws_world, control_plane_
                "the run to start", interval=0.3)
     imds.values["autoscaling/target-lifecycle-state"] = "Terminated"
     wait_until(lambda: host.unit_state("gantry-launcher") == "deactivating", 20, "the drain to begin")
+    assert plane.cli("run", "show", run_id)["state"] != "FINISHED", "the run must be in flight while draining"
     assert wait_run(plane, run_id)["state"] == "FINISHED"
     assert "finished while draining" in logs(plane, run_id)
     wait_until(lambda: host.unit_state("gantry-launcher") in ("inactive", "failed"), 30,
