@@ -9,6 +9,9 @@ export CI="${CI:-true}"
 echo "==> cargo build"
 cargo build --workspace --all-targets
 
+echo "==> images: gantry-runner, gantry-launcher (from the debug build above)"
+./scripts/build-images.sh --profile debug
+
 echo "==> cargo test (fast and slow tests)"
 cargo test --workspace -- --include-ignored
 

@@ -23,6 +23,9 @@
 
 mod host;
 mod image;
+mod running;
+
+pub use running::{ContainerStopper, DockerRun};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,15 +34,13 @@ use std::time::Duration;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 
-use super::{Exit, RunSpec};
+use super::RunSpec;
 use crate::config::{Config, PullPolicy};
 use crate::logs::SpoolSink;
 
@@ -268,7 +269,7 @@ impl DockerExecutor {
                     engine_message(&e)
                 )
             })?;
-        let output = tokio::spawn(copy_output(attached.output, sink.clone()));
+        let output = tokio::spawn(running::copy_output(attached.output, sink.clone()));
         if let Err(error) = self.docker.start_container(&id, None).await {
             output.abort();
             return Err(format!(
@@ -278,12 +279,12 @@ impl DockerExecutor {
             ));
         }
         tracing::debug!(run_id = %spec.run_id, container = %id, image, "run container started");
-        Ok(DockerRun {
-            docker: self.docker.clone(),
+        Ok(DockerRun::new(
+            self.docker.clone(),
             id,
-            output: Some(output),
-            sink: sink.clone(),
-        })
+            output,
+            sink.clone(),
+        ))
     }
 
     fn container_body(&self, spec: &RunSpec, image: &str) -> Result<ContainerCreateBody, String> {
@@ -328,6 +329,9 @@ impl DockerExecutor {
                 runtime: self.runtime.clone(),
                 nano_cpus: self.nano_cpus,
                 memory: self.memory,
+                // No swap beyond the limit: a run that outgrows it ends
+                // (and says so) instead of crawling.
+                memory_swap: self.memory,
                 security_opt: Some(vec!["no-new-privileges".to_string()]),
                 ..Default::default()
             }),
@@ -400,133 +404,6 @@ impl DockerExecutor {
             }
         }
         unreachable!("the last attempt returns")
-    }
-}
-
-/// A started run container.
-pub struct DockerRun {
-    docker: Docker,
-    id: String,
-    output: Option<JoinHandle<()>>,
-    sink: SpoolSink,
-}
-
-impl DockerRun {
-    pub async fn wait(&mut self) -> Exit {
-        let mut failures = 0;
-        let code = loop {
-            match self.docker.wait_container(&self.id, None).next().await {
-                Some(Ok(response)) => break response.status_code,
-                Some(Err(EngineError::DockerContainerWaitError { code, .. })) => break code,
-                Some(Err(EngineError::DockerResponseServerError {
-                    status_code: 404, ..
-                })) => {
-                    self.sink
-                        .line("the run's container disappeared (removed outside Gantry)");
-                    return Exit::Code(-1);
-                }
-                other => {
-                    failures += 1;
-                    let error = match other {
-                        Some(Err(error)) => engine_message(&error),
-                        _ => "the engine closed the connection".to_string(),
-                    };
-                    if failures >= 60 {
-                        self.sink
-                            .line(&format!("lost track of the run's container: {error}"));
-                        return Exit::Code(-1);
-                    }
-                    tracing::warn!(container = %self.id, %error, "waiting for the run's container failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
-        let code = i32::try_from(code).unwrap_or(-1);
-        if code != 0 {
-            if let Ok(container) = self.docker.inspect_container(&self.id, None).await {
-                if container.state.and_then(|s| s.oom_killed) == Some(true) {
-                    return Exit::OutOfMemory(code);
-                }
-            }
-        }
-        Exit::Code(code)
-    }
-
-    pub fn stopper(&self) -> ContainerStopper {
-        ContainerStopper {
-            docker: self.docker.clone(),
-            id: self.id.clone(),
-        }
-    }
-
-    pub fn log_line(&mut self, text: &str) {
-        self.sink.line(text);
-    }
-
-    /// The container has exited: its attach stream ends once the engine has
-    /// sent the last of its output.
-    pub async fn finish_output(mut self) {
-        if let Some(mut output) = self.output.take() {
-            if tokio::time::timeout(Duration::from_secs(10), &mut output)
-                .await
-                .is_err()
-            {
-                tracing::warn!(container = %self.id, "the run container's output did not end; cutting it off");
-                output.abort();
-            }
-        }
-    }
-}
-
-/// Signals a run's container (PID 1 in it; a KILL ends every process in it).
-#[derive(Clone)]
-pub struct ContainerStopper {
-    docker: Docker,
-    id: String,
-}
-
-impl ContainerStopper {
-    pub fn signal(&self, signal: &'static str) {
-        let ContainerStopper { docker, id } = self.clone();
-        tokio::spawn(async move {
-            let options = KillContainerOptionsBuilder::default()
-                .signal(signal)
-                .build();
-            if let Err(error) = docker.kill_container(&id, Some(options)).await {
-                // 409: it is not running (any more).
-                tracing::debug!(container = %id, signal, error = %engine_message(&error), "signalling the run container failed");
-            }
-        });
-    }
-}
-
-async fn copy_output(
-    mut output: std::pin::Pin<
-        Box<
-            dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, EngineError>>
-                + Send,
-        >,
-    >,
-    sink: SpoolSink,
-) {
-    use bollard::container::LogOutput;
-    while let Some(item) = output.next().await {
-        match item {
-            Ok(
-                LogOutput::StdOut { message }
-                | LogOutput::StdErr { message }
-                | LogOutput::Console { message },
-            ) => {
-                if sink.append(&message).is_err() {
-                    break;
-                }
-            }
-            Ok(LogOutput::StdIn { .. }) => {}
-            Err(error) => {
-                tracing::warn!(error = %engine_message(&error), "the run container's output stream failed");
-                break;
-            }
-        }
     }
 }
 
