@@ -121,27 +121,33 @@ impl Server {
     pub fn start_with(lease_timeout: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn(&data_dir, free_port(), lease_timeout);
+        let mut server = Server::spawn(&data_dir, free_port(), lease_timeout, &[]);
         server._dir = Some(dir);
         server
     }
 
-    fn spawn(data_dir: &Path, port: u16, lease_timeout: &str) -> Server {
+    /// A server with extra flags (e.g. `--tls-cert`).
+    pub fn start_args(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Server::spawn(&data_dir, free_port(), "3s", args);
+        server._dir = Some(dir);
+        server
+    }
+
+    fn spawn(data_dir: &Path, port: u16, lease_timeout: &str, extra: &[&str]) -> Server {
+        let tls = extra.iter().any(|a| a.starts_with("--tls"));
         let mut command = Command::new(gantry_bin());
         command
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--lease-timeout",
-                lease_timeout,
-            ])
+            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--lease-timeout", lease_timeout])
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("GANTRY_LOG_FORMAT", "json");
         let proc = Proc::spawn(command);
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
         let server = Server {
             proc,
             url,
@@ -150,8 +156,15 @@ impl Server {
             lease_timeout: lease_timeout.into(),
             _dir: None,
         };
+        // Certificates are checked by the tests themselves; here we only wait.
+        let probe = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
         wait_for("the server to answer", Duration::from_secs(20), || {
-            reqwest::blocking::get(format!("{}/api/v1/health", server.url))
+            probe
+                .get(format!("{}/api/v1/health", server.url))
+                .send()
                 .ok()
                 .filter(|r| r.status().is_success())
         });
@@ -162,7 +175,7 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
-        let fresh = Server::spawn(&self.data_dir, self.port, &self.lease_timeout);
+        let fresh = Server::spawn(&self.data_dir, self.port, &self.lease_timeout, &[]);
         let Server { proc, .. } = fresh;
         self.proc = proc;
     }
@@ -194,6 +207,7 @@ impl Server {
     pub fn http(&self) -> reqwest::blocking::Client {
         reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
+            .danger_accept_invalid_certs(true)
             .build()
             .unwrap()
     }

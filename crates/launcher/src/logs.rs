@@ -149,10 +149,19 @@ impl Masker {
         Masker { secrets }
     }
 
-    /// Bytes to hold back at the end of an unfinished spool, so a secret
-    /// split across two chunks is still seen whole.
-    fn holdback(&self) -> u64 {
-        self.secrets.first().map_or(0, |s| s.len() as u64 - 1)
+    /// How much of `data` can be sent as a chunk without cutting a secret
+    /// in two: everything but a tail that could be the start of a secret.
+    /// (A secret that straddled a chunk boundary would be masked in neither.)
+    pub fn safe_cut(&self, data: &[u8]) -> usize {
+        let longest_partial = self
+            .secrets
+            .iter()
+            .flat_map(|secret| (1..secret.len()).rev().map(move |k| &secret[..k]))
+            .filter(|prefix| data.ends_with(prefix))
+            .map(|prefix| prefix.len())
+            .max()
+            .unwrap_or(0);
+        data.len() - longest_partial
     }
 
     pub fn mask(&self, data: &[u8]) -> Vec<u8> {
@@ -217,17 +226,22 @@ impl Uploader {
             let notified = spool.notify.notified();
             let closed = spool.closed.load(Ordering::Acquire);
             let written = spool.written.load(Ordering::Acquire);
-            let holdback = if closed { 0 } else { self.masker.holdback() };
-            let ready = written.saturating_sub(uploaded).saturating_sub(holdback);
+            let ready = written.saturating_sub(uploaded);
             let due = ready >= EAGER_CHUNK || closed || waiting_since.elapsed() >= FLUSH_INTERVAL;
             if ready > 0 && due {
-                let length = ready.min(MAX_CHUNK);
-                let seq = self.boundaries.len() as u64;
-                self.boundaries.push((uploaded, length));
-                self.send(seq).await?;
-                uploaded += length;
-                waiting_since = Instant::now();
-                continue;
+                let mut length = ready.min(MAX_CHUNK);
+                if !(closed && length == ready) {
+                    // More may follow: never end a chunk inside a secret.
+                    length = self.masker.safe_cut(&self.read(uploaded, length)) as u64;
+                }
+                if length > 0 {
+                    let seq = self.boundaries.len() as u64;
+                    self.boundaries.push((uploaded, length));
+                    self.send(seq).await?;
+                    uploaded += length;
+                    waiting_since = Instant::now();
+                    continue;
+                }
             }
             if closed {
                 return Ok(self.boundaries.len() as u64);
@@ -239,14 +253,18 @@ impl Uploader {
         }
     }
 
-    /// Sends chunk `seq` until the control plane has it.
-    pub async fn send(&self, seq: u64) -> Result<(), UploadError> {
-        let (offset, length) = self.boundaries[seq as usize];
+    fn read(&self, offset: u64, length: u64) -> Vec<u8> {
         let mut data = vec![0u8; length as usize];
         if self.file.read_exact_at(&mut data, offset).is_err() {
             data.clear();
         }
-        let data = self.masker.mask(&data);
+        data
+    }
+
+    /// Sends chunk `seq` until the control plane has it.
+    pub async fn send(&self, seq: u64) -> Result<(), UploadError> {
+        let (offset, length) = self.boundaries[seq as usize];
+        let data = self.masker.mask(&self.read(offset, length));
         let mut delay = Duration::from_millis(100);
         loop {
             match self
@@ -285,6 +303,8 @@ mod tests {
             masker.mask(b"pw=hunter2-extra and hunter2, ab"),
             b"pw=*** and ***, ab".to_vec()
         );
-        assert_eq!(masker.holdback(), 12);
+        assert_eq!(masker.safe_cut(b"pw=hunt"), 3, "a possible secret start is held back");
+        assert_eq!(masker.safe_cut(b"pw=hunter2-extr"), 3);
+        assert_eq!(masker.safe_cut(b"pw=hunter2!"), 11);
     }
 }
