@@ -253,6 +253,11 @@ def test_plain_deploy_boots_a_worker_that_runs(moto, aws_world, control_plane_fa
     assert "hello from gantry" in logs(plane, run_id)
     assert imds.refused_without_token == 0, "something read the metadata service without IMDSv2"
 
+    # A pool cycle drains the launcher, which exits 0: the instance powers off, for the group to
+    # replace it with one that reads the configuration afresh.
+    plane.cli("pool", "cycle", "plain", json_output=False)
+    wait_until(lambda: not host.running(), 60, "the cycled instance to power off")
+
 
 def test_every_option_and_a_drain_on_termination(moto, aws_world, control_plane_factory, hosts,
                                                  imds_factory, tls_front, squid, tmp_path):
