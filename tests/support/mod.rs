@@ -54,6 +54,10 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn spawn_command(command: Command) -> Proc {
+        Proc::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Proc {
         command
             .stdout(Stdio::null())
@@ -180,8 +184,18 @@ impl Server {
         self.proc = proc;
     }
 
+    /// The bundle trusting a `--tls-dev` server's CA, if it has one.
+    pub fn dev_ca_bundle(&self) -> Option<String> {
+        let pem = std::fs::read_to_string(self.data_dir.join("tls/ca.pem")).ok()?;
+        Some(gantry_pki::ca_bundle::encode(&[pem]).unwrap())
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(gantry_bin())
+        let mut command = Command::new(gantry_bin());
+        if let Some(bundle) = self.dev_ca_bundle() {
+            command.env("GANTRY_ADDITIONAL_ROOT_CAS", bundle);
+        }
+        command
             .args(args)
             .env("GANTRY_URL", &self.url)
             .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
@@ -305,7 +319,7 @@ impl Pool {
 pub struct Launcher {
     pub proc: Proc,
     pub work_dir: PathBuf,
-    _dir: Option<tempfile::TempDir>,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 impl Launcher {
