@@ -372,7 +372,7 @@ pub fn load() -> Result<Config, ConfigError> {
     }
 
     let extra_roots = match &args.additional_root_cas {
-        Some(text) if !text.trim().is_empty() => crate::ca_bundle::decode_ca_bundle(text)
+        Some(text) if !text.trim().is_empty() => gantry_pki::ca_bundle::decode(text)
             .map_err(|e| error("GANTRY_ADDITIONAL_ROOT_CAS", e.to_string()))?,
         _ => Vec::new(),
     };

@@ -13,7 +13,6 @@
 //! variables when they are set.
 
 mod agent;
-mod ca_bundle;
 mod client;
 pub mod config;
 mod executor;
@@ -24,7 +23,6 @@ mod run;
 
 use std::process::ExitCode;
 
-pub use ca_bundle::{decode_ca_bundle, CaBundleError};
 
 /// Exit codes: what a supervisor (systemd, Kubernetes) and a human need to know.
 pub mod exit {

@@ -16,6 +16,9 @@ use crate::logs::SpoolSink;
 pub struct DockerRun {
     docker: Docker,
     id: String,
+    /// Waits for the exit from the start on, so that [`DockerRun::wait`] can
+    /// be polled and dropped as often as the caller likes.
+    exit: JoinHandle<Exit>,
     output: Option<JoinHandle<()>>,
     sink: SpoolSink,
 }
@@ -28,52 +31,19 @@ impl DockerRun {
         output: JoinHandle<()>,
         sink: SpoolSink,
     ) -> DockerRun {
+        let exit = tokio::spawn(wait_for_exit(docker.clone(), id.clone(), sink.clone()));
         DockerRun {
             docker,
             id,
+            exit,
             output: Some(output),
             sink,
         }
     }
 
+    /// The container's exit. Cancel-safe.
     pub async fn wait(&mut self) -> Exit {
-        let mut failures = 0;
-        let code = loop {
-            match self.docker.wait_container(&self.id, None).next().await {
-                Some(Ok(response)) => break response.status_code,
-                Some(Err(EngineError::DockerContainerWaitError { code, .. })) => break code,
-                Some(Err(EngineError::DockerResponseServerError {
-                    status_code: 404, ..
-                })) => {
-                    self.sink
-                        .line("the run's container disappeared (removed outside Gantry)");
-                    return Exit::Code(-1);
-                }
-                other => {
-                    failures += 1;
-                    let error = match other {
-                        Some(Err(error)) => engine_message(&error),
-                        _ => "the engine closed the connection".to_string(),
-                    };
-                    if failures >= 60 {
-                        self.sink
-                            .line(&format!("lost track of the run's container: {error}"));
-                        return Exit::Code(-1);
-                    }
-                    tracing::warn!(container = %self.id, %error, "waiting for the run's container failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
-        let code = i32::try_from(code).unwrap_or(-1);
-        if code != 0 {
-            if let Ok(container) = self.docker.inspect_container(&self.id, None).await {
-                if container.state.and_then(|s| s.oom_killed) == Some(true) {
-                    return Exit::OutOfMemory(code);
-                }
-            }
-        }
-        Exit::Code(code)
+        (&mut self.exit).await.unwrap_or(Exit::Code(-1))
     }
 
     pub fn stopper(&self) -> ContainerStopper {
@@ -122,6 +92,44 @@ impl ContainerStopper {
             }
         });
     }
+}
+
+async fn wait_for_exit(docker: Docker, id: String, sink: SpoolSink) -> Exit {
+    let mut failures = 0;
+    let code = loop {
+        match docker.wait_container(&id, None).next().await {
+            Some(Ok(response)) => break response.status_code,
+            Some(Err(EngineError::DockerContainerWaitError { code, .. })) => break code,
+            Some(Err(EngineError::DockerResponseServerError {
+                status_code: 404, ..
+            })) => {
+                sink.line("the run's container disappeared (removed outside Gantry)");
+                return Exit::Code(-1);
+            }
+            other => {
+                failures += 1;
+                let error = match other {
+                    Some(Err(error)) => engine_message(&error),
+                    _ => "the engine closed the connection".to_string(),
+                };
+                if failures >= 60 {
+                    sink.line(&format!("lost track of the run's container: {error}"));
+                    return Exit::Code(-1);
+                }
+                tracing::warn!(container = %id, %error, "waiting for the run's container failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let code = i32::try_from(code).unwrap_or(-1);
+    if code != 0 {
+        if let Ok(container) = docker.inspect_container(&id, None).await {
+            if container.state.and_then(|s| s.oom_killed) == Some(true) {
+                return Exit::OutOfMemory(code);
+            }
+        }
+    }
+    Exit::Code(code)
 }
 
 pub(super) async fn copy_output(
