@@ -66,7 +66,11 @@ impl ControlPlane {
         }
         Ok(ControlPlane {
             http: builder.build()?,
-            base: format!("{}{}", config.token.url.trim_end_matches('/'), gantry_wire::API_PREFIX),
+            base: format!(
+                "{}{}",
+                config.token.url.trim_end_matches('/'),
+                gantry_wire::API_PREFIX
+            ),
             session: RwLock::new(String::new()),
         })
     }
@@ -75,9 +79,12 @@ impl ControlPlane {
         *self.session.write().expect("session lock") = token;
     }
 
-    fn request(&self, method: Method, path: &str, timeout: Duration) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str, timeout: Duration) -> RequestBuilder {
         let session = self.session.read().expect("session lock").clone();
-        let request = self.http.request(method, format!("{}{path}", self.base)).timeout(timeout);
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(timeout);
         if session.is_empty() {
             request
         } else {
@@ -86,25 +93,48 @@ impl ControlPlane {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, CallError> {
-        let response = request.send().await.map_err(|e| CallError::Unreachable(describe(&e)))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(describe(&e)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| CallError::Unreachable(describe(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unreachable(describe(&e)))?;
         if status.is_success() {
-            let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
-            return serde_json::from_slice(bytes).map_err(|e| CallError::Unexpected { status, text: e.to_string() });
+            let bytes = if bytes.is_empty() {
+                &b"null"[..]
+            } else {
+                &bytes[..]
+            };
+            return serde_json::from_slice(bytes).map_err(|e| CallError::Unexpected {
+                status,
+                text: e.to_string(),
+            });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(CallError::Api { status, body }),
-            Err(_) => Err(CallError::Unexpected { status, text: String::from_utf8_lossy(&bytes).chars().take(300).collect() }),
+            Err(_) => Err(CallError::Unexpected {
+                status,
+                text: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            }),
         }
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, timeout: Duration) -> Result<T, CallError> {
-        self.send(self.request(Method::POST, path, timeout).json(body)).await
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        self.send(self.request(Method::POST, path, timeout).json(body))
+            .await
     }
 
     pub async fn register(&self, request: &RegisterRequest) -> Result<RegisterResponse, CallError> {
-        self.post("/worker/register", request, Duration::from_secs(30)).await
+        self.post("/worker/register", request, Duration::from_secs(30))
+            .await
     }
 
     pub async fn poll(&self, request: &PollRequest) -> Result<PollResponse, CallError> {
@@ -112,19 +142,47 @@ impl ControlPlane {
         self.post("/worker/poll", request, timeout).await
     }
 
-    pub async fn heartbeat(&self, request: &HeartbeatRequest) -> Result<HeartbeatResponse, CallError> {
-        self.post("/worker/heartbeat", request, Duration::from_secs(15)).await
+    pub async fn heartbeat(
+        &self,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, CallError> {
+        self.post("/worker/heartbeat", request, Duration::from_secs(15))
+            .await
     }
 
-    pub async fn report_state(&self, run_id: &str, lease_id: &str, state: RunState) -> Result<(), CallError> {
-        let body = ReportState { lease_id: lease_id.to_string(), state };
-        let _: Option<()> = self.post(&format!("/worker/runs/{run_id}/state"), &body, Duration::from_secs(30)).await?;
+    pub async fn report_state(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        state: RunState,
+    ) -> Result<(), CallError> {
+        let body = ReportState {
+            lease_id: lease_id.to_string(),
+            state,
+        };
+        let _: Option<()> = self
+            .post(
+                &format!("/worker/runs/{run_id}/state"),
+                &body,
+                Duration::from_secs(30),
+            )
+            .await?;
         Ok(())
     }
 
-    pub async fn put_log_chunk(&self, run_id: &str, lease_id: &str, seq: u64, data: Vec<u8>) -> Result<(), CallError> {
+    pub async fn put_log_chunk(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        seq: u64,
+        data: Vec<u8>,
+    ) -> Result<(), CallError> {
         let request = self
-            .request(Method::PUT, &format!("/worker/runs/{run_id}/logs/{seq}"), Duration::from_secs(60))
+            .request(
+                Method::PUT,
+                &format!("/worker/runs/{run_id}/logs/{seq}"),
+                Duration::from_secs(60),
+            )
             .header(gantry_wire::LEASE_HEADER, lease_id)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(data);
@@ -133,12 +191,24 @@ impl ControlPlane {
     }
 
     pub async fn finish(&self, run_id: &str, request: &FinishRun) -> Result<(), CallError> {
-        let _: Option<()> = self.post(&format!("/worker/runs/{run_id}/finish"), request, Duration::from_secs(30)).await?;
+        let _: Option<()> = self
+            .post(
+                &format!("/worker/runs/{run_id}/finish"),
+                request,
+                Duration::from_secs(30),
+            )
+            .await?;
         Ok(())
     }
 
     pub async fn deregister(&self) -> Result<(), CallError> {
-        let _: Option<()> = self.post("/worker/deregister", &serde_json::json!({}), Duration::from_secs(10)).await?;
+        let _: Option<()> = self
+            .post(
+                "/worker/deregister",
+                &serde_json::json!({}),
+                Duration::from_secs(10),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -18,11 +18,12 @@ pub mod config;
 mod executor;
 mod logs;
 mod orphans;
+mod phases;
 mod register;
 mod run;
+mod workspace;
 
 use std::process::ExitCode;
-
 
 /// Exit codes: what a supervisor (systemd, Kubernetes) and a human need to know.
 pub mod exit {
@@ -50,6 +51,9 @@ pub fn main() -> ExitCode {
     // One thread is plenty (runs are separate processes) and keeps the idle
     // footprint small; it also makes child processes die with the launcher
     // (PR_SET_PDEATHSIG is tied to the spawning thread).
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
     ExitCode::from(runtime.block_on(agent::run(config)))
 }

@@ -77,14 +77,14 @@ pub fn run_environment(
     env
 }
 
-struct Ending {
-    outcome: Outcome,
-    exit_code: Option<i32>,
-    reason: Option<String>,
+pub(crate) struct Ending {
+    pub(crate) outcome: Outcome,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) reason: Option<String>,
 }
 
 impl Ending {
-    fn failed(reason: String) -> Ending {
+    pub(crate) fn failed(reason: String) -> Ending {
         Ending {
             outcome: Outcome::Failed,
             exit_code: None,
@@ -92,7 +92,7 @@ impl Ending {
         }
     }
 
-    fn stopped(reason: String) -> Ending {
+    pub(crate) fn stopped(reason: String) -> Ending {
         Ending {
             outcome: Outcome::Stopped,
             exit_code: None,
@@ -101,7 +101,7 @@ impl Ending {
     }
 
     /// The end the command's exit decides, when nothing else decided it.
-    fn of_exit(exit: Exit) -> Ending {
+    pub(crate) fn of_exit(exit: Exit) -> Ending {
         match exit {
             Exit::Code(0) => Ending {
                 outcome: Outcome::Succeeded,
@@ -153,7 +153,7 @@ pub async fn execute(
     }
 }
 
-struct Abandoned;
+pub(crate) struct Abandoned;
 
 type Upload = (Uploader, Result<u64, UploadError>);
 
@@ -167,6 +167,9 @@ async fn execute_in(
     let run_id = lease.run_id.as_str();
     let config = &ctx.config;
     tracing::info!(run_id, command = ?lease.command, image = ?lease.image, "run started");
+    if let Some(job) = &lease.stack {
+        return crate::phases::execute(ctx, lease, job, control, workspace, spool_path).await;
+    }
 
     let prepared = std::fs::create_dir_all(workspace)
         .and_then(|_| std::fs::create_dir_all(spool_path.parent().expect("spool has a parent")))
@@ -426,7 +429,7 @@ async fn finish_with(
 
 /// Reports the end, re-sending any chunk the control plane says it lacks
 /// (e.g. it restarted and lost its last writes).
-async fn report_end(
+pub(crate) async fn report_end(
     ctx: &RunContext,
     lease: &RunLease,
     uploader: Option<&Uploader>,

@@ -101,7 +101,12 @@ pub fn stack(record: &StackRecord) -> Stack {
         name: record.name.clone(),
         pool_id: record.pool_id.clone(),
         pool: record.pool_name.clone(),
-        source: if record.git_url.is_some() { "git" } else { "upload" }.to_string(),
+        source: if record.git_url.is_some() {
+            "git"
+        } else {
+            "upload"
+        }
+        .to_string(),
         git_url: record.git_url.clone(),
         git_ref: record.git_ref.clone(),
         archive_sha256: record.archive_sha256.clone(),

@@ -52,8 +52,14 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 /// Everything the control plane stores.
-pub trait Store: TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore {}
-impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore> Store for T {}
+pub trait Store:
+    TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore
+{
+}
+impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore> Store
+    for T
+{
+}
 
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {

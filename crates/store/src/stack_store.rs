@@ -137,9 +137,16 @@ pub trait StackStore: Send + Sync + 'static {
     ) -> Result<()>;
     /// The run a state-backend credential belongs to, if it is valid for
     /// this stack right now (its run still holds the lease it was made for).
-    async fn check_run_credential(&self, token_hash: &str, stack_id: &str)
-        -> Result<Option<String>>;
+    async fn check_run_credential(
+        &self,
+        token_hash: &str,
+        stack_id: &str,
+    ) -> Result<Option<String>>;
+}
 
+/// The Terraform state backend: versions per stack and one lock per stack.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
     /// The latest state, if any: (version, bytes).
     async fn current_state(&self, stack_id: &str) -> Result<Option<(StateVersionRecord, Vec<u8>)>>;
     /// Stores a new state version. With `lock_id`, refused (`Conflict`)
@@ -160,8 +167,7 @@ pub trait StackStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<LockResult>;
     /// Unlocks when `lock_id` matches, or always with `force`.
-    async fn unlock_state(&self, stack_id: &str, lock_id: &str, force: bool)
-        -> Result<LockResult>;
+    async fn unlock_state(&self, stack_id: &str, lock_id: &str, force: bool) -> Result<LockResult>;
     async fn state_lock(&self, stack_id: &str) -> Result<Option<String>>;
     async fn state_versions(&self, stack_id: &str) -> Result<Vec<StateVersionRecord>>;
     async fn state_version(

@@ -84,7 +84,9 @@ pub enum RunCommand {
 }
 
 fn parse_type(text: &str) -> Result<RunType, String> {
-    RunType::parse(text).ok_or_else(|| format!("{text:?} is not a run type: use proposed, tracked, destroy or task"))
+    RunType::parse(text).ok_or_else(|| {
+        format!("{text:?} is not a run type: use proposed, tracked, destroy or task")
+    })
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -141,7 +143,11 @@ pub async fn run(ctx: &Context, command: RunCommand) -> Result<u8, Failure> {
         } => {
             let request = TriggerRun { run_type, command };
             let run: Run = api
-                .call_with(Method::POST, &format!("/stacks/{}/runs", segment(&stack)), &request)
+                .call_with(
+                    Method::POST,
+                    &format!("/stacks/{}/runs", segment(&stack)),
+                    &request,
+                )
                 .await?;
             if !wait {
                 if ctx.json() {
@@ -252,7 +258,10 @@ fn finish_report(ctx: &Context, run: &Run) -> Result<u8, Failure> {
         );
     }
     if run.state == RunState::Unconfirmed && !ctx.json() {
-        eprintln!("apply it with: gantry run confirm {}   (or drop it: gantry run discard {})", run.id, run.id);
+        eprintln!(
+            "apply it with: gantry run confirm {}   (or drop it: gantry run discard {})",
+            run.id, run.id
+        );
         return Ok(exit::OK);
     }
     Ok(if run.state == RunState::Finished {

@@ -105,7 +105,11 @@ fn usage(message: String) -> Failure {
     Failure::new(exit::USAGE, message)
 }
 
-fn pairs(flag: &str, items: &[String], from_env: bool) -> Result<BTreeMap<String, String>, Failure> {
+fn pairs(
+    flag: &str,
+    items: &[String],
+    from_env: bool,
+) -> Result<BTreeMap<String, String>, Failure> {
     let mut map = BTreeMap::new();
     for item in items {
         match item.split_once('=') {
@@ -114,7 +118,9 @@ fn pairs(flag: &str, items: &[String], from_env: bool) -> Result<BTreeMap<String
             }
             None if from_env && !item.is_empty() => {
                 let value = std::env::var(item).map_err(|_| {
-                    usage(format!("{flag} {item}: ${item} is not set; give {item}=VALUE or export it"))
+                    usage(format!(
+                        "{flag} {item}: ${item} is not set; give {item}=VALUE or export it"
+                    ))
                 })?;
                 map.insert(item.clone(), value);
             }
@@ -127,20 +133,29 @@ fn pairs(flag: &str, items: &[String], from_env: bool) -> Result<BTreeMap<String
 fn hooks(items: &[String]) -> Result<BTreeMap<String, Vec<String>>, Failure> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for item in items {
-        let (name, command) = item
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--hook {item:?}: expected NAME=COMMAND, e.g. before_init='make deps'")))?;
+        let (name, command) = item.split_once('=').ok_or_else(|| {
+            usage(format!(
+                "--hook {item:?}: expected NAME=COMMAND, e.g. before_init='make deps'"
+            ))
+        })?;
         if !HOOKS.contains(&name) {
-            return Err(usage(format!("--hook {name:?} is not a hook; use one of {}", HOOKS.join(", "))));
+            return Err(usage(format!(
+                "--hook {name:?} is not a hook; use one of {}",
+                HOOKS.join(", ")
+            )));
         }
-        map.entry(name.to_string()).or_default().push(command.to_string());
+        map.entry(name.to_string())
+            .or_default()
+            .push(command.to_string());
     }
     Ok(map)
 }
 
 fn tool(name: &Option<String>) -> Result<Option<Tool>, Failure> {
     name.as_deref()
-        .map(|t| Tool::parse(t).ok_or_else(|| usage(format!("--tool {t:?}: use terraform or opentofu"))))
+        .map(|t| {
+            Tool::parse(t).ok_or_else(|| usage(format!("--tool {t:?}: use terraform or opentofu")))
+        })
         .transpose()
 }
 
@@ -153,9 +168,15 @@ enum Source {
 fn source(text: &str) -> Result<Source, Failure> {
     let looks_like_url = text.contains("://") || text.starts_with("git@");
     if !looks_like_url && Path::new(text).is_dir() {
-        let packed = pack_dir(Path::new(text))
-            .map_err(|e| Failure::new(exit::ERROR, format!("--source {text}: cannot pack the directory: {e}")))?;
-        return Ok(Source::Archive(base64::engine::general_purpose::STANDARD.encode(packed)));
+        let packed = pack_dir(Path::new(text)).map_err(|e| {
+            Failure::new(
+                exit::ERROR,
+                format!("--source {text}: cannot pack the directory: {e}"),
+            )
+        })?;
+        return Ok(Source::Archive(
+            base64::engine::general_purpose::STANDARD.encode(packed),
+        ));
     }
     if looks_like_url {
         return Ok(Source::Git(text.to_string()));
@@ -175,7 +196,11 @@ pub fn pack_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
     archive.into_inner()?.finish()
 }
 
-fn add_dir<W: std::io::Write>(archive: &mut tar::Builder<W>, root: &Path, rel: &Path) -> std::io::Result<()> {
+fn add_dir<W: std::io::Write>(
+    archive: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -204,11 +229,32 @@ fn print_stack(ctx: &Context, stack: &Stack) {
     println!("name:         {}", stack.name);
     println!("pool:         {}", stack.pool);
     match &stack.git_url {
-        Some(url) => println!("source:       {url} @ {}", stack.git_ref.as_deref().unwrap_or("HEAD")),
-        None => println!("source:       uploaded directory (sha256 {})", stack.archive_sha256.as_deref().unwrap_or("")),
+        Some(url) => println!(
+            "source:       {url} @ {}",
+            stack.git_ref.as_deref().unwrap_or("HEAD")
+        ),
+        None => println!(
+            "source:       uploaded directory (sha256 {})",
+            stack.archive_sha256.as_deref().unwrap_or("")
+        ),
     }
-    println!("project root: {}", if stack.project_root.is_empty() { "." } else { &stack.project_root });
-    println!("tool:         {}{}", stack.tool.as_str(), stack.tool_path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default());
+    println!(
+        "project root: {}",
+        if stack.project_root.is_empty() {
+            "."
+        } else {
+            &stack.project_root
+        }
+    );
+    println!(
+        "tool:         {}{}",
+        stack.tool.as_str(),
+        stack
+            .tool_path
+            .as_deref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default()
+    );
     if let Some(image) = &stack.image {
         println!("image:        {image}");
     }
@@ -234,7 +280,12 @@ fn print_stack(ctx: &Context, stack: &Stack) {
 pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
     let api = ctx.api()?;
     match command {
-        StackCommand::Create { name, pool, source: text, settings } => {
+        StackCommand::Create {
+            name,
+            pool,
+            source: text,
+            settings,
+        } => {
             let (git_url, archive) = match source(&text)? {
                 Source::Git(url) => (Some(url), None),
                 Source::Archive(data) => (None, Some(data)),
@@ -270,18 +321,32 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                             s.pool.clone(),
                             s.git_url.clone().unwrap_or_else(|| "(uploaded)".into()),
                             s.tool.as_str().to_string(),
-                            s.state_serial.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                            s.state_serial
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| "-".into()),
                         ]
                     })
                     .collect();
-                table(&["NAME", "POOL", "SOURCE", "TOOL", "STATE SERIAL"], rows, None);
+                table(
+                    &["NAME", "POOL", "SOURCE", "TOOL", "STATE SERIAL"],
+                    rows,
+                    None,
+                );
             }
         }
         StackCommand::Show { stack } => {
-            let stack: Stack = api.call(Method::GET, &format!("/stacks/{}", segment(&stack))).await?;
+            let stack: Stack = api
+                .call(Method::GET, &format!("/stacks/{}", segment(&stack)))
+                .await?;
             print_stack(ctx, &stack);
         }
-        StackCommand::Update { stack, pool, source: text, unset_env, settings } => {
+        StackCommand::Update {
+            stack,
+            pool,
+            source: text,
+            unset_env,
+            settings,
+        } => {
             let (git_url, archive) = match text.as_deref().map(source).transpose()? {
                 Some(Source::Git(url)) => (Some(url), None),
                 Some(Source::Archive(data)) => (None, Some(data)),
@@ -303,12 +368,18 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                 hooks: hooks(&settings.hooks)?,
             };
             let stack: Stack = api
-                .call_with(Method::PATCH, &format!("/stacks/{}", segment(&stack)), &request)
+                .call_with(
+                    Method::PATCH,
+                    &format!("/stacks/{}", segment(&stack)),
+                    &request,
+                )
                 .await?;
             print_stack(ctx, &stack);
         }
         StackCommand::Delete { stack } => {
-            let _: serde_json::Value = api.call(Method::DELETE, &format!("/stacks/{}", segment(&stack))).await?;
+            let _: serde_json::Value = api
+                .call(Method::DELETE, &format!("/stacks/{}", segment(&stack)))
+                .await?;
             if ctx.json() {
                 json(&serde_json::json!({"deleted": stack}));
             } else {
@@ -317,7 +388,10 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
         }
         StackCommand::State(StateCommand::Versions { stack }) => {
             let versions: Vec<StateVersion> = api
-                .call(Method::GET, &format!("/stacks/{}/state/versions", segment(&stack)))
+                .call(
+                    Method::GET,
+                    &format!("/stacks/{}/state/versions", segment(&stack)),
+                )
                 .await?;
             if ctx.json() {
                 json(&versions);
@@ -334,20 +408,30 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                         ]
                     })
                     .collect();
-                table(&["VERSION", "SERIAL", "RESOURCES", "RUN", "CREATED"], rows, None);
+                table(
+                    &["VERSION", "SERIAL", "RESOURCES", "RUN", "CREATED"],
+                    rows,
+                    None,
+                );
             }
         }
-        StackCommand::State(StateCommand::Download { stack, version, file }) => {
+        StackCommand::State(StateCommand::Download {
+            stack,
+            version,
+            file,
+        }) => {
             let version = match version {
                 Some(v) => v,
                 None => {
                     let versions: Vec<StateVersion> = api
-                        .call(Method::GET, &format!("/stacks/{}/state/versions", segment(&stack)))
+                        .call(
+                            Method::GET,
+                            &format!("/stacks/{}/state/versions", segment(&stack)),
+                        )
                         .await?;
-                    versions
-                        .last()
-                        .map(|v| v.version)
-                        .ok_or_else(|| Failure::new(exit::NOT_FOUND, format!("stack {stack} has no state yet")))?
+                    versions.last().map(|v| v.version).ok_or_else(|| {
+                        Failure::new(exit::NOT_FOUND, format!("stack {stack} has no state yet"))
+                    })?
                 }
             };
             let request = api.request(
@@ -361,8 +445,9 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                 .await
                 .map_err(|e| Failure::new(exit::UNREACHABLE, e.to_string()))?;
             match file {
-                Some(path) => std::fs::write(&path, &bytes)
-                    .map_err(|e| Failure::new(exit::ERROR, format!("--file {}: {e}", path.display())))?,
+                Some(path) => std::fs::write(&path, &bytes).map_err(|e| {
+                    Failure::new(exit::ERROR, format!("--file {}: {e}", path.display()))
+                })?,
                 None => {
                     use std::io::Write;
                     let _ = std::io::stdout().write_all(&bytes);

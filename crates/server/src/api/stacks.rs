@@ -25,7 +25,10 @@ pub const MAX_ARCHIVE_BYTES: usize = 32 * 1024 * 1024;
 fn validate_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
@@ -63,7 +66,9 @@ fn validate_project_root(root: &str) -> ApiResult<String> {
     if root.split('/').any(|part| part == "..") {
         return Err(ApiError::invalid(
             "project_root",
-            format!("project root {root:?} leaves the source; give a path inside it, e.g. envs/prod"),
+            format!(
+                "project root {root:?} leaves the source; give a path inside it, e.g. envs/prod"
+            ),
         ));
     }
     Ok(root)
@@ -175,7 +180,11 @@ pub async fn create_stack(
         labels: request.labels,
         env: request.env,
         secret_env: seal_secrets(&pool, &request.secret_env)?,
-        hooks: request.hooks.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+        hooks: request
+            .hooks
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect(),
         ..StackRecord::default()
     };
     let created = state
@@ -187,7 +196,10 @@ pub async fn create_stack(
 }
 
 #[utoipa::path(get, path = "/stacks", tag = "stacks", responses((status = 200, body = Vec<Stack>)))]
-pub async fn list_stacks(_user: User, State(state): State<AppState>) -> ApiResult<Json<Vec<Stack>>> {
+pub async fn list_stacks(
+    _user: User,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<Stack>>> {
     let stacks = state.store.list_stacks().await?;
     Ok(Json(stacks.iter().map(convert::stack).collect()))
 }
@@ -338,7 +350,10 @@ pub async fn trigger_run(
         ));
     }
     if Tool::parse(&record.tool).is_none() {
-        return Err(ApiError::invalid("tool", format!("unknown tool {:?}", record.tool)));
+        return Err(ApiError::invalid(
+            "tool",
+            format!("unknown tool {:?}", record.tool),
+        ));
     }
     let run = state
         .store

@@ -52,7 +52,11 @@ fn credentials(headers: &HeaderMap) -> Option<String> {
     Some(text.split_once(':')?.1.to_string())
 }
 
-async fn authorize(state: &AppState, headers: &HeaderMap, stack: &StackRecord) -> ApiResult<Caller> {
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    stack: &StackRecord,
+) -> ApiResult<Caller> {
     let Some(secret) = credentials(headers) else {
         return Err(ApiError::unauthorized(
             "the state backend needs credentials: a run's (TF_HTTP_USERNAME/TF_HTTP_PASSWORD, set by the launcher) or an API token",
@@ -107,16 +111,13 @@ pub async fn state_backend(
     let caller = authorize(&state, &headers, &stack).await?;
     match method.as_str() {
         "GET" => Ok(match state.store.current_state(&stack.id).await? {
-            Some((_, data)) => {
-                ([(header::CONTENT_TYPE, "application/json")], data).into_response()
-            }
+            Some((_, data)) => ([(header::CONTENT_TYPE, "application/json")], data).into_response(),
             // Terraform treats 404 / 204 as "no state yet".
             None => StatusCode::NO_CONTENT.into_response(),
         }),
         "POST" => {
-            let parsed: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::invalid("body", format!("the state is not JSON: {e}"))
-            })?;
+            let parsed: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::invalid("body", format!("the state is not JSON: {e}")))?;
             let version = NewStateVersion {
                 serial: parsed["serial"].as_i64().unwrap_or(0),
                 lineage: parsed["lineage"].as_str().unwrap_or_default().to_string(),
@@ -155,7 +156,11 @@ pub async fn state_backend(
             }
         }
         "UNLOCK" => {
-            let id = if body.is_empty() { String::new() } else { lock_id(&body)? };
+            let id = if body.is_empty() {
+                String::new()
+            } else {
+                lock_id(&body)?
+            };
             let force = query.force && matches!(caller, Caller::User);
             match state.store.unlock_state(&stack.id, &id, force).await? {
                 LockResult::Done | LockResult::NotLocked => Ok(StatusCode::OK.into_response()),

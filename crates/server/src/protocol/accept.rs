@@ -74,7 +74,8 @@ pub async fn poll(
                 for run in claimed {
                     tracing::info!(run_id = %run.id, worker_id = %record.worker_id, "run leased");
                     state.signals.run_changed(&run.id);
-                    let (stack, env) = match super::stack::stack_job(&state, &headers, &run).await? {
+                    let (stack, env) = match super::stack::stack_job(&state, &headers, &run).await?
+                    {
                         Some((job, env)) => (Some(job), env),
                         None => (None, run.env),
                     };

@@ -13,7 +13,11 @@ use crate::state::{now_ms, AppState};
 
 /// A worker may only touch runs it holds: another worker's run, or another
 /// pool's, looks exactly like a lost lease.
-pub(crate) async fn held_run(state: &AppState, session: &WorkerSession, run_id: &str) -> ApiResult<RunRecord> {
+pub(crate) async fn held_run(
+    state: &AppState,
+    session: &WorkerSession,
+    run_id: &str,
+) -> ApiResult<RunRecord> {
     let run = state.store.find_run(run_id).await?;
     match run {
         Some(run) if run.worker_id.as_deref() == Some(session.record.worker_id.as_str()) => Ok(run),

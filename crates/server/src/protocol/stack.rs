@@ -35,7 +35,13 @@ pub(crate) async fn stack_job(
     let password = new_secret("gantry_run_");
     state
         .store
-        .add_run_credential(&hash_secret(&password), &run.id, &stack.id, &lease_id, now_ms())
+        .add_run_credential(
+            &hash_secret(&password),
+            &run.id,
+            &stack.id,
+            &lease_id,
+            now_ms(),
+        )
         .await?;
     let job = StackJob {
         stack_id: stack.id.clone(),
@@ -69,7 +75,9 @@ fn lease_header(headers: &HeaderMap) -> ApiResult<&str> {
     headers
         .get(gantry_wire::LEASE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header"))
+        .ok_or_else(|| {
+            ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header")
+        })
 }
 
 #[utoipa::path(post, path = "/worker/runs/{run}/plan", tag = "worker protocol", request_body = ReportPlan,
@@ -84,7 +92,9 @@ pub async fn report_plan(
     super::run::held_run(&state, &session, &run_id).await?;
     let report = PlanReport {
         commit_sha: request.commit_sha,
-        plan: request.plan.map(|p| serde_json::to_string(&p).expect("plan serialises")),
+        plan: request
+            .plan
+            .map(|p| serde_json::to_string(&p).expect("plan serialises")),
         outputs: (!request.outputs.is_empty())
             .then(|| serde_json::to_string(&request.outputs).expect("outputs serialise")),
     };
@@ -108,14 +118,18 @@ pub async fn download_source(
 ) -> ApiResult<Response> {
     let run = super::run::held_run(&state, &session, &run_id).await?;
     if run.lease_id.as_deref() != Some(lease_header(&headers)?) {
-        return Err(ApiError::new(ErrorCode::LeaseLost, "this worker no longer holds the run's lease; abandon it"));
+        return Err(ApiError::new(
+            ErrorCode::LeaseLost,
+            "this worker no longer holds the run's lease; abandon it",
+        ));
     }
-    let stack_id = run
-        .stack_id
-        .ok_or_else(|| ApiError::not_found(format!("the source of run {run_id} (not a stack run)")))?;
-    let archive = state.store.stack_archive(&stack_id).await?.ok_or_else(|| {
-        ApiError::not_found("the stack's uploaded directory (its source is git)")
+    let stack_id = run.stack_id.ok_or_else(|| {
+        ApiError::not_found(format!("the source of run {run_id} (not a stack run)"))
     })?;
+    let archive =
+        state.store.stack_archive(&stack_id).await?.ok_or_else(|| {
+            ApiError::not_found("the stack's uploaded directory (its source is git)")
+        })?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], archive).into_response())
 }
 

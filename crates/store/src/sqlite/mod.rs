@@ -10,6 +10,7 @@ mod logs;
 mod pools;
 mod runs;
 mod stacks;
+mod state;
 mod tokens;
 mod workers;
 

@@ -5,10 +5,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::runs::{fenced_error, record_transition, run_by_id, LEASED, TERMINAL};
 use super::{from_json, new_id, to_json, SqliteStore};
-use crate::{
-    LockResult, NewStateVersion, PlanReport, Result, RunRecord, StackRecord, StackStore,
-    StateVersionRecord, StoreError,
-};
+use crate::{PlanReport, Result, RunRecord, StackRecord, StackStore, StoreError};
 
 const SELECT_STACK: &str = "
     SELECT s.id, s.name, s.pool_id, p.name AS pool_name, s.git_url, s.git_ref, s.archive_sha256,
@@ -40,18 +37,6 @@ fn stack_from_row(row: &SqliteRow) -> StackRecord {
     }
 }
 
-fn version_from_row(row: &SqliteRow) -> StateVersionRecord {
-    StateVersionRecord {
-        version: row.get("version"),
-        serial: row.get("serial"),
-        lineage: row.get("lineage"),
-        resources: row.get("resources"),
-        sha256: row.get("sha256"),
-        run_id: row.get("run_id"),
-        created_at: row.get("created_at"),
-    }
-}
-
 /// After a run ended: its workspace, credentials and any state lock it held
 /// go, and the next queued run of its stack becomes READY.
 pub(super) async fn after_run_ended(
@@ -72,7 +57,10 @@ pub(super) async fn after_run_ended(
         "DELETE FROM run_credentials WHERE run_id = ?",
         "DELETE FROM state_locks WHERE run_id = ?",
     ] {
-        sqlx::query(statement).bind(run_id).execute(&mut **tx).await?;
+        sqlx::query(statement)
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
     }
     promote_next(tx, &stack_id, now).await
 }
@@ -229,7 +217,10 @@ impl StackStore for SqliteStore {
             "DELETE FROM run_credentials WHERE stack_id = ?",
             "DELETE FROM stacks WHERE id = ?",
         ] {
-            sqlx::query(statement).bind(stack_id).execute(&mut *tx).await?;
+            sqlx::query(statement)
+                .bind(stack_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -259,7 +250,11 @@ impl StackStore for SqliteStore {
         .bind(&stack.id)
         .fetch_one(&mut *tx)
         .await?;
-        let state = if pending == 0 { RunState::Ready } else { RunState::Queued };
+        let state = if pending == 0 {
+            RunState::Ready
+        } else {
+            RunState::Queued
+        };
         sqlx::query(
             "INSERT INTO runs (id, pool_id, pool_name, run_type, state, command, env, image, stack_id, stack_name,
                 created_at, updated_at)
@@ -479,155 +474,5 @@ impl StackStore for SqliteStore {
         .fetch_optional(&self.writer)
         .await?;
         Ok(run_id)
-    }
-
-    async fn current_state(
-        &self,
-        stack_id: &str,
-    ) -> Result<Option<(StateVersionRecord, Vec<u8>)>> {
-        let row = sqlx::query(
-            "SELECT * FROM state_versions WHERE stack_id = ? ORDER BY version DESC LIMIT 1",
-        )
-        .bind(stack_id)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(row.map(|r| (version_from_row(&r), r.get("data"))))
-    }
-
-    async fn put_state(
-        &self,
-        stack_id: &str,
-        lock_id: Option<&str>,
-        state: &NewStateVersion,
-        now: i64,
-    ) -> Result<StateVersionRecord> {
-        let mut tx = self.writer.begin().await?;
-        let held: Option<String> =
-            sqlx::query_scalar("SELECT lock_id FROM state_locks WHERE stack_id = ?")
-                .bind(stack_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match (held.as_deref(), lock_id) {
-            (None, None) => {}
-            (Some(held), Some(given)) if held == given => {}
-            (Some(held), _) => {
-                return Err(StoreError::Conflict(format!(
-                    "the state is locked (lock {held}); only its holder may write it"
-                )))
-            }
-            (None, Some(given)) => {
-                return Err(StoreError::Conflict(format!(
-                    "the state is not locked under {given}; lock it first"
-                )))
-            }
-        }
-        let row = sqlx::query(
-            "INSERT INTO state_versions (stack_id, version, serial, lineage, resources, sha256, data, run_id, created_at)
-             VALUES (?1, (SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?1),
-                     ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             RETURNING *",
-        )
-        .bind(stack_id)
-        .bind(state.serial)
-        .bind(&state.lineage)
-        .bind(state.resources)
-        .bind(&state.sha256)
-        .bind(&state.data)
-        .bind(&state.run_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(version_from_row(&row))
-    }
-
-    async fn lock_state(
-        &self,
-        stack_id: &str,
-        lock_id: &str,
-        info: &str,
-        run_id: Option<&str>,
-        now: i64,
-    ) -> Result<LockResult> {
-        let mut tx = self.writer.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO state_locks (stack_id, lock_id, info, run_id, created_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (stack_id) DO NOTHING",
-        )
-        .bind(stack_id)
-        .bind(lock_id)
-        .bind(info)
-        .bind(run_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            tx.commit().await?;
-            return Ok(LockResult::Done);
-        }
-        let info: String = sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = ?")
-            .bind(stack_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        Ok(LockResult::Held { info })
-    }
-
-    async fn unlock_state(
-        &self,
-        stack_id: &str,
-        lock_id: &str,
-        force: bool,
-    ) -> Result<LockResult> {
-        let mut tx = self.writer.begin().await?;
-        let held: Option<(String, String)> =
-            sqlx::query_as("SELECT lock_id, info FROM state_locks WHERE stack_id = ?")
-                .bind(stack_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match held {
-            None => Ok(LockResult::NotLocked),
-            Some((held, info)) if held != lock_id && !force => Ok(LockResult::Held { info }),
-            Some(_) => {
-                sqlx::query("DELETE FROM state_locks WHERE stack_id = ?")
-                    .bind(stack_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(LockResult::Done)
-            }
-        }
-    }
-
-    async fn state_lock(&self, stack_id: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = ?")
-                .bind(stack_id)
-                .fetch_optional(&self.writer)
-                .await?,
-        )
-    }
-
-    async fn state_versions(&self, stack_id: &str) -> Result<Vec<StateVersionRecord>> {
-        let rows = sqlx::query(
-            "SELECT version, serial, lineage, resources, sha256, run_id, created_at
-             FROM state_versions WHERE stack_id = ? ORDER BY version",
-        )
-        .bind(stack_id)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows.iter().map(version_from_row).collect())
-    }
-
-    async fn state_version(
-        &self,
-        stack_id: &str,
-        version: i64,
-    ) -> Result<Option<(StateVersionRecord, Vec<u8>)>> {
-        let row = sqlx::query("SELECT * FROM state_versions WHERE stack_id = ? AND version = ?")
-            .bind(stack_id)
-            .bind(version)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|r| (version_from_row(&r), r.get("data"))))
     }
 }

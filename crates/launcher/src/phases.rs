@@ -1,0 +1,462 @@
+//! A run on a stack, phase by phase: PREPARING (the source), INITIALIZING
+//! (`init` against the control plane's state backend), PLANNING (`plan
+//! -out=plan.bin`, summarised from `show -json`), then by run type: done
+//! (proposed), the workspace sealed to the pool's key and UNCONFIRMED
+//! (tracked), or APPLYING that very plan (destroy; a confirmed tracked run,
+//! which starts from the sealed workspace). Hooks run around init, plan and
+//! apply. Each command runs through the configured executor; its output,
+//! masked, goes to the run's one log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gantry_wire::run::{RunState, RunType};
+use gantry_wire::stack::{JobPhase, ReportPlan, StackJob};
+use gantry_wire::worker::{Outcome, RunLease};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::client::with_retry;
+use crate::executor::{Exit, RunSpec};
+use crate::logs::{Masker, Spool, SpoolSink, UploadError, Uploader};
+use crate::run::{report_end, run_environment, Abandoned, Control, Ending, RunContext};
+use crate::workspace;
+
+type Upload = (Uploader, Result<u64, UploadError>);
+
+/// Why the phases stopped early.
+enum Halt {
+    End(Ending),
+    Abandoned,
+}
+
+impl From<String> for Halt {
+    fn from(reason: String) -> Halt {
+        Halt::End(Ending::failed(reason))
+    }
+}
+
+struct Phases<'a> {
+    ctx: &'a RunContext,
+    lease: &'a RunLease,
+    job: &'a StackJob,
+    control: &'a mut mpsc::UnboundedReceiver<Control>,
+    sink: SpoolSink,
+    env: BTreeMap<String, String>,
+    /// The root module, on this host.
+    root: PathBuf,
+    deadline: Instant,
+    upload: Option<JoinHandle<Upload>>,
+}
+
+pub(crate) async fn execute(
+    ctx: &RunContext,
+    lease: &RunLease,
+    job: &StackJob,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    workspace: &Path,
+    spool_path: &Path,
+) -> Result<(), Abandoned> {
+    let spool_file = std::fs::create_dir_all(workspace)
+        .and_then(|_| std::fs::create_dir_all(spool_path.parent().expect("spool has a parent")))
+        .and_then(|_| std::fs::File::create(spool_path));
+    let spool_file = match spool_file {
+        Ok(file) => file,
+        Err(error) => {
+            let reason = format!(
+                "the launcher cannot prepare the workspace {}: {error}",
+                workspace.display()
+            );
+            return report_end(ctx, lease, None, 0, Ending::failed(reason)).await;
+        }
+    };
+    let launcher_env: BTreeMap<String, String> = std::env::vars().collect();
+    let secrets = workspace::secrets(job, &ctx.config.private_key);
+    let mut masked: Vec<String> = ctx
+        .config
+        .mask_envs
+        .iter()
+        .filter_map(|name| launcher_env.get(name).cloned())
+        .collect();
+    masked.push(job.state_password.clone());
+    if let Ok(secrets) = &secrets {
+        masked.extend(secrets.iter().map(|(_, v)| v.clone()));
+    }
+    let spool = Spool::new();
+    let mut uploader = match Uploader::new(
+        ctx.client.clone(),
+        &lease.run_id,
+        &lease.lease_id,
+        spool_path,
+        Masker::new(masked),
+    ) {
+        Ok(uploader) => uploader,
+        Err(error) => {
+            let reason = format!("the launcher cannot read its log spool: {error}");
+            return report_end(ctx, lease, None, 0, Ending::failed(reason)).await;
+        }
+    };
+    let sink = SpoolSink::new(spool_file, spool.clone());
+    let upload = tokio::spawn({
+        let spool = spool.clone();
+        async move {
+            let result = uploader.run(spool).await;
+            (uploader, result)
+        }
+    });
+    let source = workspace.join("source");
+    let run_workspace = ctx.executor.run_workspace(workspace);
+    let mut env = run_environment(&ctx.config, lease, &run_workspace, &launcher_env);
+    for (name, value) in [
+        ("TF_IN_AUTOMATION", "1"),
+        ("TF_INPUT", "0"),
+        ("CHECKPOINT_DISABLE", "1"),
+        ("TF_HTTP_USERNAME", job.state_username.as_str()),
+        ("TF_HTTP_PASSWORD", job.state_password.as_str()),
+    ] {
+        env.insert(name.to_string(), value.to_string());
+    }
+    let mut phases = Phases {
+        ctx,
+        lease,
+        job,
+        control,
+        sink,
+        env,
+        root: source.join(&job.project_root),
+        deadline: Instant::now() + ctx.config.run_timeout,
+        upload: Some(upload),
+    };
+    let halt = match secrets {
+        Ok(secrets) => {
+            phases.env.extend(secrets);
+            match job.phase {
+                JobPhase::Plan => phases.plan_phase(&source).await,
+                JobPhase::Apply => phases.apply_phase(&source).await,
+            }
+        }
+        Err(reason) => Err(Halt::from(reason)),
+    };
+    let abandoned = matches!(halt, Err(Halt::Abandoned));
+    let ending = match halt {
+        Ok(ending) | Err(Halt::End(ending)) => ending,
+        Err(Halt::Abandoned) => Ending::failed("abandoned".into()),
+    };
+    if let Some(reason) = ending
+        .reason
+        .as_deref()
+        .filter(|_| ending.outcome == Outcome::Failed)
+    {
+        phases.sink.line(reason);
+    }
+    ctx.executor.cleanup(&lease.run_id).await;
+    let Phases { sink, upload, .. } = phases;
+    drop(sink);
+    let Some(upload) = upload.filter(|_| !abandoned) else {
+        return Err(Abandoned);
+    };
+    let (uploader, result) = upload.await.expect("the log uploader does not panic");
+    let chunks = result.map_err(|UploadError::LeaseLost| Abandoned)?;
+    report_end(ctx, lease, Some(&uploader), chunks, ending).await
+}
+
+impl Phases<'_> {
+    async fn report(&self, state: RunState) -> Result<(), Halt> {
+        let (client, run_id, lease_id) =
+            (&self.ctx.client, &self.lease.run_id, &self.lease.lease_id);
+        match with_retry(
+            || client.report_state(run_id, lease_id, state),
+            Duration::from_secs(60),
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_lease_lost() => Err(Halt::Abandoned),
+            Err(error) => {
+                tracing::warn!(run_id = %run_id, %error, "cannot report the run's phase; continuing");
+                Ok(())
+            }
+        }
+    }
+
+    async fn report_plan(&self, report: ReportPlan) -> Result<(), Halt> {
+        let path = format!("/worker/runs/{}/plan", self.lease.run_id);
+        let response = self
+            .ctx
+            .client
+            .request(reqwest::Method::POST, &path, Duration::from_secs(30))
+            .json(&ReportPlan {
+                lease_id: self.lease.lease_id.clone(),
+                ..report
+            })
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => Err(Halt::Abandoned),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(run_id = %self.lease.run_id, %error, "cannot report the plan");
+                Ok(())
+            }
+        }
+    }
+
+    fn tool(&self) -> String {
+        self.job
+            .tool_path
+            .clone()
+            .unwrap_or_else(|| self.job.tool.program().to_string())
+    }
+
+    fn backend_flags(&self) -> Vec<String> {
+        let address = &self.job.state_address;
+        vec![
+            format!("-backend-config=address={address}"),
+            format!("-backend-config=lock_address={address}"),
+            format!("-backend-config=unlock_address={address}"),
+        ]
+    }
+
+    /// Runs one command in the root module; a non-zero exit ends the run.
+    async fn step(&mut self, what: &str, command: Vec<String>) -> Result<(), Halt> {
+        self.sink.line(&format!("{what}: {}", command.join(" ")));
+        let spec = RunSpec {
+            run_id: self.lease.run_id.clone(),
+            command,
+            env: self.env.clone(),
+            workspace: self.root.clone(),
+            image: self.lease.image.clone(),
+        };
+        let mut running = self
+            .ctx
+            .executor
+            .start(&spec, &self.sink)
+            .await
+            .map_err(Halt::from)?;
+        let stopper = running.stopper();
+        let mut kill_at: Option<Instant> = None;
+        let mut ending: Option<Ending> = None;
+        let exit = loop {
+            let upload = self
+                .upload
+                .as_mut()
+                .expect("the uploader runs until the end");
+            tokio::select! {
+                exit = running.wait() => break exit,
+                _ = upload => {
+                    // The uploader only stops early when the lease is lost.
+                    stopper.kill();
+                    self.upload = None;
+                    running.finish_output().await;
+                    return Err(Halt::Abandoned);
+                }
+                Some(message) = self.control.recv() => match message {
+                    Control::Stop(reason) => {
+                        if ending.is_none() {
+                            running.log_line(&format!("{reason}; stopping the run"));
+                            stopper.terminate();
+                            kill_at = Some(Instant::now() + self.ctx.config.stop_grace);
+                            ending = Some(Ending::stopped(reason));
+                        }
+                    }
+                    Control::Abandon => {
+                        stopper.kill();
+                        running.finish_output().await;
+                        return Err(Halt::Abandoned);
+                    }
+                },
+                _ = tokio::time::sleep_until(self.deadline), if ending.is_none() => {
+                    let reason = format!("the run timed out after {} (GANTRY_RUN_TIMEOUT)", humantime::format_duration(self.ctx.config.run_timeout));
+                    stopper.terminate();
+                    kill_at = Some(Instant::now() + self.ctx.config.stop_grace);
+                    ending = Some(Ending::failed(reason));
+                }
+                _ = async { tokio::time::sleep_until(kill_at.unwrap_or(self.deadline)).await }, if kill_at.is_some() => {
+                    stopper.kill();
+                    kill_at = None;
+                }
+            }
+        };
+        stopper.kill_leftovers();
+        running.finish_output().await;
+        if let Some(ending) = ending {
+            return Err(Halt::End(ending));
+        }
+        match exit {
+            Exit::Code(0) => Ok(()),
+            other => {
+                let mut end = Ending::of_exit(other);
+                end.reason = Some(format!("{what} failed: {}", end.reason.unwrap_or_default()));
+                Err(Halt::End(end))
+            }
+        }
+    }
+
+    async fn hooks(&mut self, name: &str) -> Result<(), Halt> {
+        let commands = self.job.hooks.get(name).cloned().unwrap_or_default();
+        for command in commands {
+            self.step(
+                &format!("hook {name}"),
+                vec!["sh".into(), "-c".into(), command],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn init(&mut self) -> Result<(), Halt> {
+        std::fs::write(
+            self.root.join(workspace::BACKEND_OVERRIDE),
+            "terraform {\n  backend \"http\" {}\n}\n",
+        )
+        .map_err(|e| format!("cannot write {}: {e}", workspace::BACKEND_OVERRIDE))?;
+        self.hooks("before_init").await?;
+        let mut command = vec![
+            self.tool(),
+            "init".into(),
+            "-input=false".into(),
+            "-no-color".into(),
+        ];
+        command.extend(self.backend_flags());
+        self.step("init", command).await?;
+        self.hooks("after_init").await
+    }
+
+    /// Runs the tool with stdout into a file of the root module, and reads it.
+    async fn capture(&mut self, what: &str, args: &str, file: &str) -> Result<Vec<u8>, Halt> {
+        let script = format!("\"$0\" {args} > {file}");
+        self.step(what, vec!["sh".into(), "-c".into(), script, self.tool()])
+            .await?;
+        let path = self.root.join(file);
+        let data = std::fs::read(&path).map_err(|e| format!("{what}: cannot read {file}: {e}"))?;
+        let _ = std::fs::remove_file(&path);
+        Ok(data)
+    }
+
+    async fn plan_phase(&mut self, source: &Path) -> Result<Ending, Halt> {
+        let mut commit_sha = None;
+        if let Some(url) = &self.job.git_url {
+            let git_ref = self.job.git_ref.clone().unwrap_or_else(|| "HEAD".into());
+            commit_sha = Some(workspace::clone(&self.sink, url, &git_ref, source).await?);
+        } else {
+            let path = format!("/worker/runs/{}/source", self.lease.run_id);
+            let archive = workspace::fetch(&self.ctx.client, &path, &self.lease.lease_id).await?;
+            workspace::unpack(&archive, source)
+                .map_err(|e| format!("PREPARING: cannot unpack the uploaded directory: {e}"))?;
+        }
+        if commit_sha.is_some() {
+            self.report_plan(ReportPlan {
+                commit_sha,
+                ..ReportPlan::default()
+            })
+            .await?;
+        }
+        if !self.root.is_dir() {
+            return Err(Halt::from(format!(
+                "PREPARING: the project root {:?} is not a directory of the source; fix the stack's --project-root",
+                self.job.project_root
+            )));
+        }
+        self.report(RunState::Initializing).await?;
+        self.init().await?;
+        if self.lease.run_type == RunType::Task {
+            self.report(RunState::Applying).await?;
+            let command = self.lease.command.clone();
+            self.step("task", command).await?;
+            return Ok(Ending::of_exit(Exit::Code(0)));
+        }
+        self.report(RunState::Planning).await?;
+        self.hooks("before_plan").await?;
+        let mut plan = vec![
+            self.tool(),
+            "plan".into(),
+            "-input=false".into(),
+            "-no-color".into(),
+            "-out=plan.bin".into(),
+        ];
+        if self.lease.run_type == RunType::Destroy {
+            plan.push("-destroy".into());
+        }
+        self.step("plan", plan).await?;
+        let json = self
+            .capture("show", "show -json -no-color plan.bin", ".gantry-plan.json")
+            .await?;
+        let summary = workspace::plan_summary(&json)?;
+        self.sink.line(&format!("plan: {summary}"));
+        self.report_plan(ReportPlan {
+            plan: Some(summary),
+            ..ReportPlan::default()
+        })
+        .await?;
+        self.hooks("after_plan").await?;
+        match self.lease.run_type {
+            RunType::Proposed | RunType::Task => Ok(Ending::of_exit(Exit::Code(0))),
+            RunType::Tracked if !summary.has_changes() => {
+                self.sink.line("no changes: nothing to confirm");
+                Ok(Ending::of_exit(Exit::Code(0)))
+            }
+            RunType::Tracked => {
+                let packed = workspace::pack(source)
+                    .map_err(|e| format!("cannot pack the workspace: {e}"))?;
+                let sealed = workspace::seal(&self.ctx.config.private_key.public_key(), &packed)?;
+                let path = format!("/worker/runs/{}/workspace", self.lease.run_id);
+                workspace::upload(&self.ctx.client, &path, &self.lease.lease_id, sealed).await?;
+                self.sink
+                    .line("the plan waits for confirmation: gantry run confirm (or discard)");
+                Ok(Ending {
+                    outcome: Outcome::Planned,
+                    exit_code: None,
+                    reason: None,
+                })
+            }
+            RunType::Destroy => {
+                self.report(RunState::Applying).await?;
+                self.apply().await
+            }
+        }
+    }
+
+    async fn apply_phase(&mut self, source: &Path) -> Result<Ending, Halt> {
+        let path = format!("/worker/runs/{}/workspace", self.lease.run_id);
+        let sealed = workspace::fetch(&self.ctx.client, &path, &self.lease.lease_id).await?;
+        let packed = workspace::open(&self.ctx.config.private_key, &sealed)?;
+        workspace::unpack(&packed, source)
+            .map_err(|e| format!("cannot unpack the stored workspace: {e}"))?;
+        // The providers were left out of the stored workspace.
+        self.init().await?;
+        self.apply().await
+    }
+
+    async fn apply(&mut self) -> Result<Ending, Halt> {
+        self.hooks("before_apply").await?;
+        let apply = vec![
+            self.tool(),
+            "apply".into(),
+            "-input=false".into(),
+            "-no-color".into(),
+            "plan.bin".into(),
+        ];
+        if let Err(Halt::End(mut ending)) = self.step("apply", apply).await {
+            if ending.outcome == Outcome::Failed {
+                ending.reason = Some(format!(
+                    "{}; if the state changed since the plan, the saved plan is stale and was not applied: trigger a new run",
+                    ending.reason.unwrap_or_default()
+                ));
+            }
+            return Err(Halt::End(ending));
+        }
+        let json = self
+            .capture("outputs", "output -json -no-color", ".gantry-outputs.json")
+            .await?;
+        let outputs = workspace::outputs(&json);
+        self.report_plan(ReportPlan {
+            outputs,
+            ..ReportPlan::default()
+        })
+        .await?;
+        self.hooks("after_apply").await?;
+        Ok(Ending::of_exit(Exit::Code(0)))
+    }
+}

@@ -1,0 +1,245 @@
+//! A stack run's workspace on the worker: the source (a git clone at an
+//! exact commit, or the uploaded archive), the backend override, the sealed
+//! archive kept between plan and apply, and reading Terraform's JSON.
+
+use std::path::Path;
+
+use base64::Engine;
+use gantry_pki::{PoolPrivateKey, PoolPublicKey};
+use gantry_wire::stack::{PlanSummary, RunOutput, StackJob};
+use reqwest::Method;
+
+use crate::client::ControlPlane;
+use crate::logs::SpoolSink;
+
+/// Written next to the root module so its state lives in the control plane.
+pub const BACKEND_OVERRIDE: &str = "gantry_backend_override.tf";
+
+/// Runs git in the launcher, its output into the run's log.
+async fn git(sink: Option<&SpoolSink>, args: &[&str], cwd: &Path) -> Result<String, String> {
+    let output = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e} (is git installed on the worker?)"))?;
+    if let Some(sink) = sink {
+        let _ = sink.append(&output.stderr);
+    }
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// Clones `url` into `dest` and checks out `git_ref` (a branch, tag or
+/// commit) detached. Returns the exact commit SHA.
+pub async fn clone(
+    sink: &SpoolSink,
+    url: &str,
+    git_ref: &str,
+    dest: &Path,
+) -> Result<String, String> {
+    let parent = dest.parent().expect("the source has a parent");
+    let dest_str = dest.to_string_lossy().to_string();
+    sink.line(&format!("cloning {url} at {git_ref}"));
+    git(
+        Some(sink),
+        &["clone", "--quiet", "--no-checkout", url, &dest_str],
+        parent,
+    )
+    .await
+    .map_err(|e| format!("PREPARING: cannot clone {url}: {e}; check the stack's git URL"))?;
+    let mut sha = None;
+    for candidate in [format!("origin/{git_ref}"), git_ref.to_string()] {
+        let spec = format!("{candidate}^{{commit}}");
+        if let Ok(found) = git(None, &["rev-parse", "--verify", "--quiet", &spec], dest).await {
+            sha = Some(found);
+            break;
+        }
+    }
+    let sha = sha.ok_or_else(|| {
+        format!("PREPARING: ref {git_ref:?} not found in {url}; check the stack's --ref (a branch, tag or commit)")
+    })?;
+    git(Some(sink), &["checkout", "--quiet", "--detach", &sha], dest)
+        .await
+        .map_err(|e| format!("PREPARING: cannot check out {sha}: {e}"))?;
+    sink.line(&format!("checked out commit {sha}"));
+    Ok(sha)
+}
+
+/// Fetches a response body as bytes; errors name the call.
+pub async fn fetch(client: &ControlPlane, path: &str, lease_id: &str) -> Result<Vec<u8>, String> {
+    let response = client
+        .request(Method::GET, path, std::time::Duration::from_secs(300))
+        .header(gantry_wire::LEASE_HEADER, lease_id)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the control plane for {path}: {e}"))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "GET {path}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    Ok(body.to_vec())
+}
+
+pub async fn upload(
+    client: &ControlPlane,
+    path: &str,
+    lease_id: &str,
+    data: Vec<u8>,
+) -> Result<(), String> {
+    let response = client
+        .request(Method::PUT, path, std::time::Duration::from_secs(300))
+        .header(gantry_wire::LEASE_HEADER, lease_id)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the control plane for {path}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!("PUT {path}: HTTP {status}: {body}"));
+    }
+    Ok(())
+}
+
+pub fn unpack(archive: &[u8], dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    tar.set_preserve_permissions(true);
+    tar.unpack(dest)
+}
+
+/// Packs the workspace for apply, without the providers (init fetches them again).
+pub fn pack(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut archive = tar::Builder::new(encoder);
+    archive.follow_symlinks(false);
+    add_dir(&mut archive, dir, Path::new(""))?;
+    archive.into_inner()?.finish()
+}
+
+fn add_dir<W: std::io::Write>(
+    archive: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let path = rel.join(entry.file_name());
+        let skip = path.ends_with(".terraform/providers") || path.ends_with(".terraform/plugins");
+        if skip {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            archive.append_dir(&path, entry.path())?;
+            add_dir(archive, root, &path)?;
+        } else {
+            archive.append_path_with_name(entry.path(), &path)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn seal(key: &PoolPublicKey, data: &[u8]) -> Result<Vec<u8>, String> {
+    gantry_pki::envelope::seal(key, data).map_err(|e| e.to_string())
+}
+
+pub fn open(key: &PoolPrivateKey, data: &[u8]) -> Result<Vec<u8>, String> {
+    gantry_pki::envelope::open(key, data).map_err(|e| e.to_string())
+}
+
+/// The stack's secret variables, opened with the pool's private key.
+pub fn secrets(job: &StackJob, key: &PoolPrivateKey) -> Result<Vec<(String, String)>, String> {
+    job.secret_env
+        .iter()
+        .map(|(name, sealed)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(sealed)
+                .map_err(|e| format!("secret {name}: {e}"))?;
+            let value = open(key, &bytes).map_err(|e| format!("secret variable {name}: {e}"))?;
+            Ok((name.clone(), String::from_utf8_lossy(&value).to_string()))
+        })
+        .collect()
+}
+
+/// Counts what `terraform show -json plan` will do, as Terraform prints it.
+pub fn plan_summary(plan_json: &[u8]) -> Result<PlanSummary, String> {
+    let plan: serde_json::Value =
+        serde_json::from_slice(plan_json).map_err(|e| format!("cannot read `show -json`: {e}"))?;
+    let mut summary = PlanSummary::default();
+    for change in plan["resource_changes"].as_array().into_iter().flatten() {
+        let actions: Vec<&str> = change["change"]["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        match actions.as_slice() {
+            ["create"] => summary.add += 1,
+            ["update"] => summary.change += 1,
+            ["delete"] => summary.destroy += 1,
+            ["delete", "create"] | ["create", "delete"] => {
+                summary.add += 1;
+                summary.destroy += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(summary)
+}
+
+/// Outputs from `terraform output -json`, sensitive values masked.
+pub fn outputs(output_json: &[u8]) -> Vec<RunOutput> {
+    let parsed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(output_json).unwrap_or_default();
+    parsed
+        .into_iter()
+        .map(|(name, o)| {
+            let sensitive = o["sensitive"].as_bool().unwrap_or(false);
+            RunOutput {
+                name,
+                sensitive,
+                value: if sensitive {
+                    serde_json::Value::Null
+                } else {
+                    o["value"].clone()
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_summary_counts_replaces_as_add_and_destroy() {
+        let plan = br#"{"resource_changes":[
+            {"change":{"actions":["create"]}},
+            {"change":{"actions":["delete","create"]}},
+            {"change":{"actions":["update"]}},
+            {"change":{"actions":["no-op"]}}]}"#;
+        let s = plan_summary(plan).unwrap();
+        assert_eq!((s.add, s.change, s.destroy), (2, 1, 1));
+    }
+
+    #[test]
+    fn sensitive_outputs_are_masked() {
+        let out = outputs(
+            br#"{"a":{"sensitive":false,"value":"x"},"b":{"sensitive":true,"value":"hunter2"}}"#,
+        );
+        assert_eq!(out[0].value, serde_json::json!("x"));
+        assert!(out[1].sensitive && out[1].value.is_null());
+    }
+}
