@@ -9,11 +9,12 @@ import hashlib
 import os
 import re
 import tarfile
+import urllib.request
 
 import pytest
 import yaml
 
-from conftest import CHART, ROOT, TEMPLATE, UNIT, run, tool, wait_until
+from conftest import CHART, ROOT, TEMPLATE, UNIT, ControlPlane, run, tool, wait_until
 
 IMAGE_NAME = "gantry-test-launcher"
 
@@ -62,6 +63,15 @@ def test_archive_layout_and_checksums(release, tmp_path):
     for binary in ("gantry", "gantry-launcher"):
         out = run([str(tmp_path / "bin" / binary), "--version"]).stdout
         assert out.split()[-1] == version, out
+    # The packaged server serves the packaged launcher, the one beside it.
+    data = tmp_path / "data"
+    data.mkdir()
+    plane = ControlPlane(tmp_path / "bin" / "gantry", data)
+    try:
+        with urllib.request.urlopen(f"{plane.url}/api/v1/launcher/download", timeout=30) as response:
+            assert hashlib.sha256(response.read()).hexdigest() == hashlib.sha256(launcher).hexdigest()
+    finally:
+        plane.stop()
     chart = yaml.safe_load((tmp_path / "helm/gantry-workerpool/Chart.yaml").read_text())
     assert chart["appVersion"] == version
     assert (tmp_path / "cloudformation/workerpool.yaml").read_text() == TEMPLATE.read_text()
