@@ -124,6 +124,7 @@ def test_deploy_with_the_docs_command_and_read_back(moto, network, scenario, tmp
     assert data["MetadataOptions"] == {"HttpEndpoint": "enabled", "HttpTokens": "required",
                                        "HttpPutResponseHopLimit": 1}
     assert data["SecurityGroupIds"] == [network["security_group"]]
+    assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert data["ImageId"] == network["ami"]
     assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     profile_name = resources["InstanceProfile"]["PhysicalResourceId"]
