@@ -15,21 +15,127 @@ use serde_json::Value;
 use support::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A root CA, an intermediate CA, and a server certificate for 127.0.0.1
 /// signed by the intermediate: a private PKI as platform teams run them.
 fn private_pki(dir: &Path) {
-    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n").unwrap();
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "2", "-subj", "/CN=Test Root CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    openssl(dir, &["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=Test Intermediate CA"]);
-    openssl(dir, &["x509", "-req", "-in", "int.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial", "-out", "int.pem", "-days", "2", "-extfile", "ca.ext"]);
-    openssl(dir, &["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=gantry"]);
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "int.pem", "-CAkey", "int.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "server.ext"]);
-    let chain = std::fs::read_to_string(dir.join("leaf.pem")).unwrap() + &std::fs::read_to_string(dir.join("int.pem")).unwrap();
+    std::fs::write(
+        dir.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test Root CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "int.key",
+            "-out",
+            "int.csr",
+            "-subj",
+            "/CN=Test Intermediate CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "int.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-out",
+            "int.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ca.ext",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=gantry",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "int.pem",
+            "-CAkey",
+            "int.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let chain = std::fs::read_to_string(dir.join("leaf.pem")).unwrap()
+        + &std::fs::read_to_string(dir.join("int.pem")).unwrap();
     std::fs::write(dir.join("chain.pem"), chain).unwrap();
 }
 
@@ -37,10 +143,28 @@ fn private_pki(dir: &Path) {
 fn seed_bundle(dir: &Path, pems: &[&str]) -> String {
     let entries: Vec<String> = pems
         .iter()
-        .map(|p| format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join(p)).unwrap())))
+        .map(|p| {
+            format!(
+                "\"{}\"",
+                base64::engine::general_purpose::STANDARD
+                    .encode(std::fs::read(dir.join(p)).unwrap())
+            )
+        })
         .collect();
-    std::fs::write(dir.join("ca-certs.json"), format!("{{\n  \"caCertificates\": [\n    {}\n  ]\n}}\n", entries.join(",\n    "))).unwrap();
-    let output = Command::new("sh").arg("-c").arg("base64 -w0 < ca-certs.json").current_dir(dir).output().unwrap();
+    std::fs::write(
+        dir.join("ca-certs.json"),
+        format!(
+            "{{\n  \"caCertificates\": [\n    {}\n  ]\n}}\n",
+            entries.join(",\n    ")
+        ),
+    )
+    .unwrap();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("base64 -w0 < ca-certs.json")
+        .current_dir(dir)
+        .output()
+        .unwrap();
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -53,63 +177,132 @@ fn tls_with_a_private_root_and_intermediate_ca() {
     private_pki(dir.path());
     let chain = dir.path().join("chain.pem");
     let key = dir.path().join("server.key");
-    let server = Server::start_args(&["--tls-cert", chain.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let server = Server::start_args(&[
+        "--tls-cert",
+        chain.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
     assert!(server.url.starts_with("https://"));
     let bundle = seed_bundle(dir.path(), &["root.pem"]);
 
     // Without the CA, the CLI refuses the server's certificate.
     let out = server.cli(&["pool", "list"]);
-    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("certificate"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // With the bundle, everything works end to end, launcher included.
     let generated = gantry_pki::generate(2048, "tls").unwrap();
     let csr = dir.path().join("pool.csr");
     std::fs::write(&csr, &generated.csr_pem).unwrap();
     let out = Command::new(gantry_bin())
-        .args(["pool", "create", "tls", "--csr", csr.to_str().unwrap(), "--output", "json"])
+        .args([
+            "pool",
+            "create",
+            "tls",
+            "--csr",
+            csr.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
         .env("GANTRY_URL", &server.url)
         .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
         .env("GANTRY_ADDITIONAL_ROOT_CAS", &bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = created["token"].as_str().unwrap().to_string();
-    assert!(PoolToken::decode(&token).unwrap().url.starts_with("https://"));
-    let pool = Pool { name: "tls".into(), id: created["id"].as_str().unwrap().into(), token, private_key_pem: generated.private_key_pem };
+    assert!(PoolToken::decode(&token)
+        .unwrap()
+        .url
+        .starts_with("https://"));
+    let pool = Pool {
+        name: "tls".into(),
+        id: created["id"].as_str().unwrap().into(),
+        token,
+        private_key_pem: generated.private_key_pem,
+    };
 
     let (code, stderr) = launcher_exit(Some(&pool), &[("GANTRY_REGISTER_TIMEOUT", "1s")]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.to_lowercase().contains("certificate"), "without the CA the launcher names the certificate problem: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains("certificate"),
+        "without the CA the launcher names the certificate problem: {stderr}"
+    );
 
     let launcher = Launcher::start(&pool, &[("GANTRY_ADDITIONAL_ROOT_CAS", &bundle)]);
     launcher.wait_registered();
     let out = Command::new(gantry_bin())
-        .args(["run", "submit", "--pool", "tls", "--wait", "--", "echo", "over tls"])
+        .args([
+            "run", "submit", "--pool", "tls", "--wait", "--", "echo", "over tls",
+        ])
         .env("GANTRY_URL", &server.url)
         .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
         .env("GANTRY_ADDITIONAL_ROOT_CAS", &bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
 
     // `ca-bundle decode` shows what the bundle holds; `encode` makes the same kind.
     let bundle2 = seed_bundle(dir.path(), &["root.pem", "chain.pem"]);
     let decoded = server.cli_json(&["ca-bundle", "decode", &bundle2]);
-    let subjects: Vec<&str> = decoded.as_array().unwrap().iter().map(|c| c["subject"].as_str().unwrap()).collect();
-    assert_eq!(subjects, ["CN=Test Root CA", "CN=gantry", "CN=Test Intermediate CA"]);
-    let encoded = server.cli_json(&["ca-bundle", "encode", dir.path().join("root.pem").to_str().unwrap()]);
-    assert_eq!(gantry_pki::ca_bundle::decode(encoded["bundle"].as_str().unwrap()).unwrap().len(), 1);
+    let subjects: Vec<&str> = decoded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["CN=Test Root CA", "CN=gantry", "CN=Test Intermediate CA"]
+    );
+    let encoded = server.cli_json(&[
+        "ca-bundle",
+        "encode",
+        dir.path().join("root.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        gantry_pki::ca_bundle::decode(encoded["bundle"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn development_tls_prints_how_to_trust_it() {
     let server = Server::start_args(&["--tls-dev"]);
-    assert!(server.proc.log().contains("gantry ca-bundle encode"), "{}", server.proc.log());
+    assert!(
+        server.proc.log().contains("gantry ca-bundle encode"),
+        "{}",
+        server.proc.log()
+    );
     let ca = server.data_dir.join("tls/ca.pem");
-    let bundle = server.cli_json(&["ca-bundle", "encode", ca.to_str().unwrap()])["bundle"].as_str().unwrap().to_string();
+    let bundle = server.cli_json(&["ca-bundle", "encode", ca.to_str().unwrap()])["bundle"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = Command::new(gantry_bin())
         .args(["pool", "list", "--output", "json"])
         .env("GANTRY_URL", &server.url)
@@ -117,7 +310,11 @@ fn development_tls_prints_how_to_trust_it() {
         .env("GANTRY_ADDITIONAL_ROOT_CAS", &bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -127,17 +324,32 @@ fn api_tokens_are_created_listed_revoked_and_stored_hashed() {
     let secret = created["token"].as_str().unwrap().to_string();
     let id = created["id"].as_str().unwrap().to_string();
     let as_script = |args: &[&str]| {
-        Command::new(gantry_bin()).args(args).env("GANTRY_URL", &server.url).env("GANTRY_API_TOKEN", &secret).output().unwrap()
+        Command::new(gantry_bin())
+            .args(args)
+            .env("GANTRY_URL", &server.url)
+            .env("GANTRY_API_TOKEN", &secret)
+            .output()
+            .unwrap()
     };
     assert!(as_script(&["pool", "list"]).status.success());
     let listed = server.cli_json(&["token", "list"]);
     assert_eq!(listed.as_array().unwrap().len(), 2);
-    assert!(!listed.to_string().contains(&secret), "list never shows values");
+    assert!(
+        !listed.to_string().contains(&secret),
+        "list never shows values"
+    );
 
     server.cli_json(&["token", "revoke", &id]);
-    assert_eq!(as_script(&["pool", "list"]).status.code(), Some(4), "revoked at once");
+    assert_eq!(
+        as_script(&["pool", "list"]).status.code(),
+        Some(4),
+        "revoked at once"
+    );
 
-    let admin_id = server.cli_json(&["token", "list"])[0]["id"].as_str().unwrap().to_string();
+    let admin_id = server.cli_json(&["token", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let last = server.cli(&["token", "revoke", &admin_id]);
     assert_eq!(last.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&last.stderr).contains("last active API token"));
@@ -145,14 +357,20 @@ fn api_tokens_are_created_listed_revoked_and_stored_hashed() {
     let db = std::fs::read(server.data_dir.join("gantry.db")).unwrap();
     let wal = std::fs::read(server.data_dir.join("gantry.db-wal")).unwrap_or_default();
     for bytes in [&db, &wal] {
-        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "token in clear in the database");
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "token in clear in the database"
+        );
     }
 }
 
 fn register_raw(server: &Server, pool: &Pool, nonce: &str) -> String {
     let key: PoolPrivateKey = pool.private_key_pem.parse().unwrap();
     let token = PoolToken::decode(&pool.token).unwrap();
-    let timestamp_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let timestamp_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let request = RegisterRequest {
         pool_id: token.pool_id.clone(),
         credential: token.credential,
@@ -162,10 +380,18 @@ fn register_raw(server: &Server, pool: &Pool, nonce: &str) -> String {
         max_concurrent_runs: 1,
         timestamp_ms,
         nonce: nonce.into(),
-        signature: base64::engine::general_purpose::STANDARD.encode(key.sign(&registration_message(&token.pool_id, timestamp_ms, nonce))),
+        signature: base64::engine::general_purpose::STANDARD
+            .encode(key.sign(&registration_message(&token.pool_id, timestamp_ms, nonce))),
         orphaned_runs: vec![],
     };
-    let body: Value = server.http().post(format!("{}/api/v1/worker/register", server.url)).json(&request).send().unwrap().json().unwrap();
+    let body: Value = server
+        .http()
+        .post(format!("{}/api/v1/worker/register", server.url))
+        .json(&request)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     body["session_token"].as_str().unwrap().to_string()
 }
 
@@ -180,13 +406,26 @@ fn a_worker_cannot_touch_another_pools_or_another_workers_runs() {
     server.wait_state(&run_b, "APPLYING", Duration::from_secs(10));
 
     // An intruder registered in pool A (and one in pool B itself).
-    for (pool, nonce) in [(&pool_a, "intruder-nonce-a-0001"), (&pool_b, "intruder-nonce-b-0001")] {
+    for (pool, nonce) in [
+        (&pool_a, "intruder-nonce-a-0001"),
+        (&pool_b, "intruder-nonce-b-0001"),
+    ] {
         let session = register_raw(&server, pool, nonce);
         let http = server.http();
         let url = |path: &str| format!("{}/api/v1/worker{path}", server.url);
 
-        let poll: Value = http.post(url("/poll")).bearer_auth(&session).json(&serde_json::json!({"free_slots": 1, "wait_ms": 0})).send().unwrap().json().unwrap();
-        assert!(poll["leases"].as_array().unwrap().is_empty(), "nothing to take");
+        let poll: Value = http
+            .post(url("/poll"))
+            .bearer_auth(&session)
+            .json(&serde_json::json!({"free_slots": 1, "wait_ms": 0}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(
+            poll["leases"].as_array().unwrap().is_empty(),
+            "nothing to take"
+        );
 
         let beat: Value = http
             .post(url("/heartbeat"))
@@ -196,13 +435,28 @@ fn a_worker_cannot_touch_another_pools_or_another_workers_runs() {
             .unwrap()
             .json()
             .unwrap();
-        assert_eq!(beat["instructions"]["abandon"][0], run_b.as_str(), "a heartbeat cannot renew another's lease");
+        assert_eq!(
+            beat["instructions"]["abandon"][0],
+            run_b.as_str(),
+            "a heartbeat cannot renew another's lease"
+        );
 
-        let log = http.put(url(&format!("/runs/{run_b}/logs/0"))).bearer_auth(&session).header("gantry-lease", "guessed").body("forged").send().unwrap();
+        let log = http
+            .put(url(&format!("/runs/{run_b}/logs/0")))
+            .bearer_auth(&session)
+            .header("gantry-lease", "guessed")
+            .body("forged")
+            .send()
+            .unwrap();
         assert_eq!(log.status(), 409);
         assert_eq!(log.json::<Value>().unwrap()["error"]["code"], "lease_lost");
 
-        let state = http.post(url(&format!("/runs/{run_b}/state"))).bearer_auth(&session).json(&serde_json::json!({"lease_id": "guessed", "state": "APPLYING"})).send().unwrap();
+        let state = http
+            .post(url(&format!("/runs/{run_b}/state")))
+            .bearer_auth(&session)
+            .json(&serde_json::json!({"lease_id": "guessed", "state": "APPLYING"}))
+            .send()
+            .unwrap();
         assert_eq!(state.status(), 409);
 
         let finish = http
@@ -214,11 +468,18 @@ fn a_worker_cannot_touch_another_pools_or_another_workers_runs() {
         assert_eq!(finish.status(), 409);
 
         // And a worker session is not an API token.
-        let read = http.get(format!("{}/api/v1/runs/{run_b}/logs", server.url)).bearer_auth(&session).send().unwrap();
+        let read = http
+            .get(format!("{}/api/v1/runs/{run_b}/logs", server.url))
+            .bearer_auth(&session)
+            .send()
+            .unwrap();
         assert_eq!(read.status(), 401);
     }
     let run = server.wait_run_end(&run_b, Duration::from_secs(15));
-    assert_eq!(run["state"], "FINISHED", "the victim's run was untouched: {run}");
+    assert_eq!(
+        run["state"], "FINISHED",
+        "the victim's run was untouched: {run}"
+    );
     assert_eq!(server.logs(&run_b), b"secret-output\n");
 }
 
@@ -228,17 +489,28 @@ fn failed_authentications_are_rate_limited_and_logged_without_the_credential() {
     let http = server.http();
     let mut statuses = Vec::new();
     for i in 0..40 {
-        let response = http.get(format!("{}/api/v1/pools", server.url)).bearer_auth(format!("wrong-token-{i:04}")).send().unwrap();
+        let response = http
+            .get(format!("{}/api/v1/pools", server.url))
+            .bearer_auth(format!("wrong-token-{i:04}"))
+            .send()
+            .unwrap();
         statuses.push(response.status().as_u16());
     }
     assert!(statuses[..30].iter().all(|s| *s == 401), "{statuses:?}");
     assert!(statuses[30..].iter().all(|s| *s == 429), "{statuses:?}");
     // Even the right token waits out the window from a limited address.
-    let response = http.get(format!("{}/api/v1/pools", server.url)).bearer_auth(ADMIN_TOKEN).send().unwrap();
+    let response = http
+        .get(format!("{}/api/v1/pools", server.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 429);
     let log = server.proc.log();
     assert!(log.contains("authentication failed"));
-    assert!(!log.contains("wrong-token-"), "the credential is never logged");
+    assert!(
+        !log.contains("wrong-token-"),
+        "the credential is never logged"
+    );
 }
 
 #[test]
@@ -246,13 +518,23 @@ fn masked_values_never_reach_the_log_even_split_across_chunks() {
     let server = Server::start();
     let pool = server.create_pool("masked");
     let secret = "s3cr3t-Value-42";
-    let launcher = Launcher::start(&pool, &[("DEPLOY_KEY", secret), ("GANTRY_PASSTHROUGH_ENVS", "DEPLOY_KEY"), ("GANTRY_MASK_ENVS", "DEPLOY_KEY")]);
+    let launcher = Launcher::start(
+        &pool,
+        &[
+            ("DEPLOY_KEY", secret),
+            ("GANTRY_PASSTHROUGH_ENVS", "DEPLOY_KEY"),
+            ("GANTRY_MASK_ENVS", "DEPLOY_KEY"),
+        ],
+    );
     launcher.wait_registered();
     // Prints the secret whole, then one character every 250 ms: the uploader
     // flushes every 200 ms, so a naive masker would see it in pieces.
     let script = r#"echo "whole: $DEPLOY_KEY"; printf 'slow: '; v="$DEPLOY_KEY"; while [ -n "$v" ]; do rest="${v#?}"; printf '%s' "${v%"$rest"}"; v="$rest"; sleep 0.25; done; echo; echo end"#;
     let id = server.submit("masked", &["sh", "-c", script]);
-    assert_eq!(server.wait_run_end(&id, Duration::from_secs(30))["state"], "FINISHED");
+    assert_eq!(
+        server.wait_run_end(&id, Duration::from_secs(30))["state"],
+        "FINISHED"
+    );
     let log = String::from_utf8(server.logs(&id)).unwrap();
     assert_eq!(log, "whole: ***\nslow: ***\nend\n");
 }
@@ -263,12 +545,29 @@ fn no_proxy_decides_which_connections_use_the_proxy() {
     let pool = server.create_pool("proxied");
     let dead_proxy = format!("http://127.0.0.1:{}", free_port());
     // The control plane is http://127.0.0.1:PORT: HTTP_PROXY applies to it.
-    let (code, stderr) = launcher_exit(Some(&pool), &[("HTTP_PROXY", &dead_proxy), ("GANTRY_REGISTER_TIMEOUT", "1s")]);
+    let (code, stderr) = launcher_exit(
+        Some(&pool),
+        &[
+            ("HTTP_PROXY", &dead_proxy),
+            ("GANTRY_REGISTER_TIMEOUT", "1s"),
+        ],
+    );
     assert_eq!(code, 1, "the dead proxy was used: {stderr}");
-    for no_proxy in ["127.0.0.1", "127.0.0.0/8", "localhost,127.0.0.1", "example.com,127.0.0.1"] {
-        let launcher = Launcher::start(&pool, &[("HTTP_PROXY", &dead_proxy), ("NO_PROXY", no_proxy)]);
+    for no_proxy in [
+        "127.0.0.1",
+        "127.0.0.0/8",
+        "localhost,127.0.0.1",
+        "example.com,127.0.0.1",
+    ] {
+        let launcher = Launcher::start(
+            &pool,
+            &[("HTTP_PROXY", &dead_proxy), ("NO_PROXY", no_proxy)],
+        );
         launcher.wait_registered();
     }
-    let launcher = Launcher::start(&pool, &[("http_proxy", &dead_proxy), ("no_proxy", "127.0.0.0/8")]);
+    let launcher = Launcher::start(
+        &pool,
+        &[("http_proxy", &dead_proxy), ("no_proxy", "127.0.0.0/8")],
+    );
     launcher.wait_registered();
 }

@@ -17,7 +17,11 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(url: &str, token: Option<String>, extra_roots: Option<&str>) -> Result<Api, Failure> {
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        extra_roots: Option<&str>,
+    ) -> Result<Api, Failure> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Failure::new(
                 exit::USAGE,
@@ -28,11 +32,13 @@ impl Api {
             .user_agent(concat!("gantry-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10));
         if let Some(bundle) = extra_roots.filter(|b| !b.trim().is_empty()) {
-            let pems = gantry_pki::ca_bundle::decode(bundle)
-                .map_err(|e| Failure::new(exit::USAGE, format!("GANTRY_ADDITIONAL_ROOT_CAS: {e}")))?;
+            let pems = gantry_pki::ca_bundle::decode(bundle).map_err(|e| {
+                Failure::new(exit::USAGE, format!("GANTRY_ADDITIONAL_ROOT_CAS: {e}"))
+            })?;
             for pem in pems {
-                let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                    .map_err(|e| Failure::new(exit::USAGE, format!("GANTRY_ADDITIONAL_ROOT_CAS: {e}")))?;
+                let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                    Failure::new(exit::USAGE, format!("GANTRY_ADDITIONAL_ROOT_CAS: {e}"))
+                })?;
                 for cert in certs {
                     builder = builder.add_root_certificate(cert);
                 }

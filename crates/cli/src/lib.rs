@@ -61,7 +61,12 @@ pub struct Cli {
 
     /// Extra CAs to trust for the control plane's certificate: base64 of
     /// {"caCertificates": ["<base64 PEM>", …]} (see `gantry ca-bundle encode`).
-    #[arg(long, global = true, env = "GANTRY_ADDITIONAL_ROOT_CAS", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_ADDITIONAL_ROOT_CAS",
+        hide_env_values = true
+    )]
     additional_root_cas: Option<String>,
 
     #[command(subcommand)]

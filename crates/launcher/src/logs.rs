@@ -303,7 +303,11 @@ mod tests {
             masker.mask(b"pw=hunter2-extra and hunter2, ab"),
             b"pw=*** and ***, ab".to_vec()
         );
-        assert_eq!(masker.safe_cut(b"pw=hunt"), 3, "a possible secret start is held back");
+        assert_eq!(
+            masker.safe_cut(b"pw=hunt"),
+            3,
+            "a possible secret start is held back"
+        );
         assert_eq!(masker.safe_cut(b"pw=hunter2-extr"), 3);
         assert_eq!(masker.safe_cut(b"pw=hunter2!"), 11);
     }

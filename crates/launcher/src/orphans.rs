@@ -21,7 +21,12 @@ impl InFlightRuns {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("GANTRY_WORK_DIR: cannot create {}: {e}", dir.display()))?;
         let lock_path = work_dir.join("launcher.lock");
-        let file = File::create(&lock_path).map_err(|e| format!("GANTRY_WORK_DIR: cannot create {}: {e}", lock_path.display()))?;
+        let file = File::create(&lock_path).map_err(|e| {
+            format!(
+                "GANTRY_WORK_DIR: cannot create {}: {e}",
+                lock_path.display()
+            )
+        })?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
             format!(
                 "GANTRY_WORK_DIR: {} is in use by another launcher; give each launcher on a host its own work directory",
@@ -33,7 +38,9 @@ impl InFlightRuns {
 
     /// The runs a previous launcher left in flight.
     pub fn left_behind(&self) -> Vec<OrphanedRun> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         entries
             .filter_map(|entry| {
                 let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
@@ -43,9 +50,13 @@ impl InFlightRuns {
     }
 
     pub fn remember(&self, run_id: &str, lease_id: &str) {
-        let record = OrphanedRun { run_id: run_id.to_string(), lease_id: lease_id.to_string() };
+        let record = OrphanedRun {
+            run_id: run_id.to_string(),
+            lease_id: lease_id.to_string(),
+        };
         let path = self.dir.join(format!("{run_id}.json"));
-        if let Err(error) = std::fs::write(&path, serde_json::to_vec(&record).expect("serialises")) {
+        if let Err(error) = std::fs::write(&path, serde_json::to_vec(&record).expect("serialises"))
+        {
             tracing::warn!(%error, path = %path.display(), "cannot record the run in flight");
         }
     }

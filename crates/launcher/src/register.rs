@@ -18,12 +18,16 @@ fn request(config: &Config, orphaned_runs: &[OrphanedRun]) -> RegisterRequest {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let message = registration_message(&config.token.pool_id, timestamp_ms, &nonce);
-    let signature = base64::engine::general_purpose::STANDARD.encode(config.private_key.sign(&message));
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(config.private_key.sign(&message));
     RegisterRequest {
         pool_id: config.token.pool_id.clone(),
         credential: config.token.credential.clone(),
         version: gantry_wire::VERSION.to_string(),
-        hostname: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
         tags: config.tags.clone(),
         max_concurrent_runs: config.max_concurrent_runs,
         timestamp_ms,

@@ -63,8 +63,11 @@ pub fn pem_certificates(pem: &str) -> Result<Vec<String>, String> {
 pub fn decode(text: &str) -> Result<Vec<String>, CaBundleError> {
     let engine = base64::engine::general_purpose::STANDARD;
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let json = engine.decode(compact).map_err(|e| CaBundleError::Base64(e.to_string()))?;
-    let bundle: Bundle = serde_json::from_slice(&json).map_err(|e| CaBundleError::Json(e.to_string()))?;
+    let json = engine
+        .decode(compact)
+        .map_err(|e| CaBundleError::Base64(e.to_string()))?;
+    let bundle: Bundle =
+        serde_json::from_slice(&json).map_err(|e| CaBundleError::Json(e.to_string()))?;
     if bundle.ca_certificates.is_empty() {
         return Err(CaBundleError::Empty);
     }
@@ -73,9 +76,14 @@ pub fn decode(text: &str) -> Result<Vec<String>, CaBundleError> {
         let compact: String = entry.chars().filter(|c| !c.is_whitespace()).collect();
         let pem = engine
             .decode(compact)
-            .map_err(|e| CaBundleError::EntryBase64 { index, reason: e.to_string() })?;
-        let pem = String::from_utf8(pem)
-            .map_err(|_| CaBundleError::EntryNotPem { index, reason: "not text".into() })?;
+            .map_err(|e| CaBundleError::EntryBase64 {
+                index,
+                reason: e.to_string(),
+            })?;
+        let pem = String::from_utf8(pem).map_err(|_| CaBundleError::EntryNotPem {
+            index,
+            reason: "not text".into(),
+        })?;
         pem_certificates(&pem).map_err(|reason| CaBundleError::EntryNotPem { index, reason })?;
         pems.push(pem);
     }
@@ -88,7 +96,9 @@ pub fn encode(pems: &[String]) -> Result<String, String> {
         pem_certificates(pem).map_err(|e| format!("input {}: {e}", index + 1))?;
     }
     let engine = base64::engine::general_purpose::STANDARD;
-    let bundle = Bundle { ca_certificates: pems.iter().map(|p| engine.encode(p)).collect() };
+    let bundle = Bundle {
+        ca_certificates: pems.iter().map(|p| engine.encode(p)).collect(),
+    };
     Ok(engine.encode(serde_json::to_vec(&bundle).expect("a bundle serialises")))
 }
 
@@ -123,10 +133,19 @@ mod tests {
     fn names_the_broken_layer() {
         assert!(matches!(decode("%%%"), Err(CaBundleError::Base64(_))));
         assert!(matches!(decode(&b64("{}")), Err(CaBundleError::Json(_))));
-        assert_eq!(decode(&b64(r#"{"caCertificates": []}"#)), Err(CaBundleError::Empty));
+        assert_eq!(
+            decode(&b64(r#"{"caCertificates": []}"#)),
+            Err(CaBundleError::Empty)
+        );
         let bad_entry = format!(r#"{{"caCertificates": ["{}", "%%"]}}"#, b64("x"));
-        assert!(matches!(decode(&b64(&bad_entry)), Err(CaBundleError::EntryNotPem { index: 0, .. })));
+        assert!(matches!(
+            decode(&b64(&bad_entry)),
+            Err(CaBundleError::EntryNotPem { index: 0, .. })
+        ));
         let bad_b64 = r#"{"caCertificates": ["%%"]}"#;
-        assert!(matches!(decode(&b64(bad_b64)), Err(CaBundleError::EntryBase64 { index: 0, .. })));
+        assert!(matches!(
+            decode(&b64(bad_b64)),
+            Err(CaBundleError::EntryBase64 { index: 0, .. })
+        ));
     }
 }

@@ -71,11 +71,15 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         Some(tls) => {
             let listener = tls::TlsListener::new(listener, tls)?;
             let app = app.into_make_service_with_connect_info::<tls::PeerAddr>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
         }
         None => {
             let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
         }
     }
     Ok(())

@@ -51,11 +51,18 @@ fn client_ip(request: &Request) -> Option<IpAddr> {
     if let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
         return Some(addr.ip());
     }
-    request.extensions().get::<ConnectInfo<PeerAddr>>().map(|ConnectInfo(peer)| peer.0.ip())
+    request
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|ConnectInfo(peer)| peer.0.ip())
 }
 
 /// Refuses clients over the limit; counts every 401 answered.
-pub async fn limit_failed_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn limit_failed_auth(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(ip) = client_ip(&request) else {
         return next.run(request).await;
     };

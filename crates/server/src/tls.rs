@@ -21,9 +21,15 @@ use tokio_rustls::TlsAcceptor;
 /// Where the certificate comes from.
 #[derive(Debug, Clone)]
 pub enum TlsSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Generate (once) a CA and a server certificate in this directory.
-    Development { dir: PathBuf, names: Vec<String> },
+    Development {
+        dir: PathBuf,
+        names: Vec<String>,
+    },
 }
 
 pub fn server_config(source: &TlsSource) -> anyhow::Result<Arc<ServerConfig>> {
@@ -36,10 +42,17 @@ pub fn server_config(source: &TlsSource) -> anyhow::Result<Arc<ServerConfig>> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("--tls-cert {}: not a PEM certificate chain", cert.display()))?;
     if chain.is_empty() {
-        anyhow::bail!("--tls-cert {}: holds no `-----BEGIN CERTIFICATE-----` block", cert.display());
+        anyhow::bail!(
+            "--tls-cert {}: holds no `-----BEGIN CERTIFICATE-----` block",
+            cert.display()
+        );
     }
-    let key = PrivateKeyDer::from_pem_file(&key)
-        .with_context(|| format!("--tls-key {}: not a PEM private key (PKCS#8, PKCS#1 or SEC1)", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key).with_context(|| {
+        format!(
+            "--tls-key {}: not a PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            key.display()
+        )
+    })?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
@@ -51,7 +64,9 @@ pub fn server_config(source: &TlsSource) -> anyhow::Result<Arc<ServerConfig>> {
 /// The development CA (`ca.pem`) and a server certificate signed by it,
 /// created in `dir` on first use and reused after. Returns (cert, key) paths.
 fn development_certificate(dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
 
     let ca_path = dir.join("ca.pem");
     let cert_path = dir.join("server.pem");
@@ -63,7 +78,9 @@ fn development_certificate(dir: &Path, names: &[String]) -> anyhow::Result<(Path
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name.push(DnType::CommonName, "Gantry development CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Gantry development CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key)?;
@@ -71,11 +88,16 @@ fn development_certificate(dir: &Path, names: &[String]) -> anyhow::Result<(Path
 
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(DnType::CommonName, "gantry server");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "gantry server");
     let server_cert = params.signed_by(&server_key, &issuer)?;
 
     std::fs::write(&ca_path, ca_cert.pem())?;
-    std::fs::write(&cert_path, format!("{}{}", server_cert.pem(), ca_cert.pem()))?;
+    std::fs::write(
+        &cert_path,
+        format!("{}{}", server_cert.pem(), ca_cert.pem()),
+    )?;
     write_private(&key_path, server_key.serialize_pem().as_bytes())?;
     eprintln!(
         "\nDevelopment TLS: a CA and a server certificate for {names:?} were written to {dir}.\n\
@@ -90,7 +112,12 @@ fn development_certificate(dir: &Path, names: &[String]) -> anyhow::Result<(Path
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents)
 }
 
@@ -99,7 +126,9 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerAddr {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for PeerAddr
+{
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerAddr {
         *stream.remote_addr()
     }
@@ -125,7 +154,11 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let sender = sender.clone();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await;
                     match handshake {
                         Ok(Ok(tls)) => {
                             let _ = sender.send((tls, peer)).await;

@@ -26,13 +26,18 @@ pub fn run(ctx: &Context, command: CaBundleCommand) -> Result<u8, Failure> {
         CaBundleCommand::Encode { files } => {
             let mut pems = Vec::new();
             for file in &files {
-                let pem = std::fs::read_to_string(file)
-                    .map_err(|e| Failure::new(exit::USAGE, format!("{}: cannot read it: {e}", file.display())))?;
+                let pem = std::fs::read_to_string(file).map_err(|e| {
+                    Failure::new(
+                        exit::USAGE,
+                        format!("{}: cannot read it: {e}", file.display()),
+                    )
+                })?;
                 gantry_pki::ca_bundle::pem_certificates(&pem)
                     .map_err(|e| Failure::new(exit::USAGE, format!("{}: {e}", file.display())))?;
                 pems.push(pem);
             }
-            let bundle = gantry_pki::ca_bundle::encode(&pems).map_err(|e| Failure::new(exit::USAGE, e))?;
+            let bundle =
+                gantry_pki::ca_bundle::encode(&pems).map_err(|e| Failure::new(exit::USAGE, e))?;
             if ctx.json() {
                 json(&serde_json::json!({ "bundle": bundle }));
             } else {
@@ -44,18 +49,28 @@ pub fn run(ctx: &Context, command: CaBundleCommand) -> Result<u8, Failure> {
                 Some(text) if text != "-" => text.to_string(),
                 _ => {
                     let mut text = String::new();
-                    std::io::stdin().read_to_string(&mut text).map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
                     text
                 }
             };
-            let pems = gantry_pki::ca_bundle::decode(&text).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+            let pems = gantry_pki::ca_bundle::decode(&text)
+                .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
             let summary = gantry_pki::ca_bundle::summarize(&pems);
             if ctx.json() {
                 json(&summary);
             } else {
                 let rows = summary
                     .iter()
-                    .map(|c| vec![c.entry.to_string(), c.subject.clone(), c.issuer.clone(), c.not_after.clone()])
+                    .map(|c| {
+                        vec![
+                            c.entry.to_string(),
+                            c.subject.clone(),
+                            c.issuer.clone(),
+                            c.not_after.clone(),
+                        ]
+                    })
                     .collect();
                 table(&["ENTRY", "SUBJECT", "ISSUER", "NOT AFTER"], rows, None);
             }

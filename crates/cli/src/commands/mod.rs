@@ -18,7 +18,11 @@ pub struct Context {
 
 impl Context {
     pub fn api(&self) -> Result<Api, Failure> {
-        Api::new(&self.url, self.api_token.clone(), self.additional_root_cas.as_deref())
+        Api::new(
+            &self.url,
+            self.api_token.clone(),
+            self.additional_root_cas.as_deref(),
+        )
     }
 
     pub fn json(&self) -> bool {

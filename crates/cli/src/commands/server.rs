@@ -40,7 +40,12 @@ pub struct ServerArgs {
     launcher_binary: Option<PathBuf>,
 
     /// Serve HTTPS with this PEM certificate (chain).
-    #[arg(long, env = "GANTRY_TLS_CERT", requires = "tls_key", conflicts_with = "tls_dev")]
+    #[arg(
+        long,
+        env = "GANTRY_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_dev"
+    )]
     tls_cert: Option<PathBuf>,
 
     /// The PEM private key of --tls-cert.
@@ -87,14 +92,21 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSource::Files { cert, key }),
         _ if args.tls_dev => {
-            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), args.listen.ip().to_string()];
+            let mut names = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                args.listen.ip().to_string(),
+            ];
             if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
                 names.push(host.trim().to_string());
             }
             names.extend(args.tls_sans);
             names.retain(|n| !n.is_empty() && n != "0.0.0.0" && n != "::");
             names.dedup();
-            Some(TlsSource::Development { dir: args.data_dir.join("tls"), names })
+            Some(TlsSource::Development {
+                dir: args.data_dir.join("tls"),
+                names,
+            })
         }
         _ => None,
     };

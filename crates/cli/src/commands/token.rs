@@ -21,11 +21,16 @@ pub async fn run(ctx: &Context, command: TokenCommand) -> Result<u8, Failure> {
     let api = ctx.api()?;
     match command {
         TokenCommand::Create { name } => {
-            let created: ApiTokenCreated = api.call_with(Method::POST, "/tokens", &CreateApiToken { name }).await?;
+            let created: ApiTokenCreated = api
+                .call_with(Method::POST, "/tokens", &CreateApiToken { name })
+                .await?;
             if ctx.json() {
                 json(&created);
             } else {
-                eprintln!("API token {} ({}), shown once:", created.token_info.name, created.token_info.id);
+                eprintln!(
+                    "API token {} ({}), shown once:",
+                    created.token_info.name, created.token_info.id
+                );
                 println!("{}", created.token);
             }
         }
@@ -34,12 +39,17 @@ pub async fn run(ctx: &Context, command: TokenCommand) -> Result<u8, Failure> {
             if ctx.json() {
                 json(&tokens);
             } else {
-                let rows = tokens.iter().map(|t| vec![t.id.clone(), t.name.clone(), t.created_at.clone()]).collect();
+                let rows = tokens
+                    .iter()
+                    .map(|t| vec![t.id.clone(), t.name.clone(), t.created_at.clone()])
+                    .collect();
                 table(&["ID", "NAME", "CREATED"], rows, None);
             }
         }
         TokenCommand::Revoke { id } => {
-            let _: Option<()> = api.call(Method::DELETE, &format!("/tokens/{}", segment(&id))).await?;
+            let _: Option<()> = api
+                .call(Method::DELETE, &format!("/tokens/{}", segment(&id)))
+                .await?;
             if ctx.json() {
                 json(&serde_json::json!({ "revoked": id }));
             } else {

@@ -92,6 +92,10 @@ pub fn public_url(state: &AppState, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| state.config.listen.to_string());
-    let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     format!("{scheme}://{host}")
 }

@@ -75,7 +75,10 @@ pub fn router(state: AppState) -> Router {
             "/stacks/{stack}/state/versions/{version}",
             get(state_backend::download_state_version),
         )
-        .route("/tokens", get(tokens::list_tokens).post(tokens::create_token))
+        .route(
+            "/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke_token))
         .route("/workers", get(workers::list_workers))
         .route("/workers/{worker}", get(workers::show_worker))

@@ -69,13 +69,15 @@ impl TokenStore for SqliteStore {
 
     async fn revoke_api_token(&self, id: &str, now: i64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
-            .fetch_one(&mut *tx)
-            .await?;
-        let target: Option<String> = sqlx::query_scalar("SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let active: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
+                .fetch_one(&mut *tx)
+                .await?;
+        let target: Option<String> =
+            sqlx::query_scalar("SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if target.is_none() {
             return Err(StoreError::NotFound(format!("API token {id}")));
         }
@@ -84,7 +86,11 @@ impl TokenStore for SqliteStore {
                 "this is the last active API token; create another before revoking it".into(),
             ));
         }
-        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?").bind(now).bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
