@@ -63,6 +63,9 @@ impl Ctx {
             Some(root) => builder.tempdir_in(root)?,
             None => builder.tempdir()?,
         };
+        if !self.keep_temp {
+            crate::procs::track_temp_dir(dir.path());
+        }
         Ok(TempDir {
             dir: Some(dir),
             keep: self.keep_temp,
@@ -87,9 +90,14 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_path_buf();
             if self.keep {
                 eprintln!("  (kept {})", dir.keep().display());
+            } else {
+                // Removed before it is untracked: an interrupt meanwhile removes it too.
+                let _ = dir.close();
             }
+            crate::procs::untrack_temp_dir(&path);
         }
     }
 }

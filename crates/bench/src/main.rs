@@ -208,6 +208,9 @@ async fn run(args: Args) -> ExitCode {
     let mut report = Report::default();
     let mut loads = Vec::new();
     for bench in args.selected() {
+        if procs::interrupted() {
+            break;
+        }
         let at = Instant::now();
         let load_before = stats::load_average();
         match bench {
@@ -268,6 +271,11 @@ async fn run(args: Args) -> ExitCode {
             &format!("load avg (1 min) around `{name}`, {secs:.0} s"),
             format!("{before:.1} → {after:.1} on {cores} cores"),
         );
+    }
+    if procs::interrupted() {
+        // The signal handler is removing the temporary directories and exits.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        return ExitCode::from(130);
     }
     report.print();
     println!(

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,6 +23,39 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Set by the signal handler: no new child may start.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Temporary directories to remove if the bench is interrupted.
+static TEMP_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Whether SIGINT/SIGTERM/SIGHUP arrived (the handler then exits the process).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Remembers a temporary directory for [`remove_temp_dirs`].
+pub fn track_temp_dir(path: &Path) {
+    TEMP_DIRS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(path.to_path_buf());
+}
+
+pub fn untrack_temp_dir(path: &Path) {
+    TEMP_DIRS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|p| p != path);
+}
+
+/// Removes the tracked temporary directories (after an interrupt, when no
+/// destructor runs).
+fn remove_temp_dirs() {
+    let dirs = std::mem::take(&mut *TEMP_DIRS.lock().unwrap_or_else(|p| p.into_inner()));
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 
 /// SIGKILLs every child still registered. Safe to call from anywhere: a PID
 /// stays registered until its process was reaped, so it cannot be reused.
@@ -56,8 +90,15 @@ pub fn install_guards() {
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
+        {
+            let _no_spawn = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        }
         kill_all();
-        eprintln!("gantry-bench: interrupted; killed every child process");
+        // Let the killed processes go (and the main thread notice) before the directories do.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        remove_temp_dirs();
+        eprintln!("gantry-bench: interrupted; killed every child process and removed the temporary directories");
         std::process::exit(130);
     });
 }
@@ -90,6 +131,9 @@ impl Proc {
             });
         }
         let mut registry = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            anyhow::bail!("interrupted: not starting {name}");
+        }
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
