@@ -1,5 +1,5 @@
 # Developer chores. `make help` lists them.
-.PHONY: help demo test test-all deps lint bench release images
+.PHONY: help demo test test-all deps lint bench release images fuzz
 
 help:
 	@echo "make demo      build, start a control plane on SQLite, a pool, a launcher, and run a demo run"
@@ -9,6 +9,7 @@ help:
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     benchmarks: dispatch latency, burst, throughput, idle launchers"
 	@echo "make release   build dist/gantry-<version>-linux-x86_64.tar.gz"
+	@echo "make fuzz      run every fuzz target for GANTRY_FUZZ_SECONDS (default 15)"
 
 demo:
 	./scripts/demo.sh
@@ -31,3 +32,6 @@ bench:
 
 release:
 	./scripts/release.sh
+
+fuzz:
+	./scripts/fuzz.sh

@@ -19,3 +19,6 @@ if [ -d tests/deploy ]; then
     echo "==> pytest tests/deploy"
     .venv/bin/pytest -q tests/deploy
 fi
+
+echo "==> fuzz (bounded: GANTRY_FUZZ_SECONDS per target)"
+./scripts/fuzz.sh
