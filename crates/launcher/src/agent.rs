@@ -115,6 +115,10 @@ pub async fn run(config: Config) -> u8 {
         Ok(registration) => registration,
         Err(error) => return refused_at_start(&config, &error),
     };
+    // Before "registered" is logged: a SIGTERM from then on drains. (Until
+    // registration succeeds, a signal still ends the launcher at once.)
+    let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+    let mut sigint = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
     for orphan in &orphans {
         tracing::warn!(run_id = %orphan.run_id, "reported a run left in flight by a previous launcher");
         in_flight.forget(&orphan.run_id);
@@ -157,8 +161,6 @@ pub async fn run(config: Config) -> u8 {
         executor,
     });
 
-    let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
-    let mut sigint = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
     let mut signals_seen = 0;
     let mut tasks = JoinSet::new();
     let mut exit_code = exit::OK;
