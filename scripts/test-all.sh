@@ -13,7 +13,7 @@ echo "==> images: gantry-runner, gantry-launcher (from the debug build above)"
 ./scripts/build-images.sh --profile debug
 
 echo "==> cargo test (fast and slow tests)"
-cargo test --workspace -- --include-ignored
+cargo test --workspace --no-fail-fast -- --include-ignored
 
 if [ -d tests/deploy ]; then
     echo "==> pytest tests/deploy"
