@@ -760,7 +760,9 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
         "  server CPU while registering",
         format!("{:.0}% of a core", 100.0 * reg_cpu / reg_wall.max(1e-9)),
     );
-    report.info(b, "  busiest server threads", reg_threads);
+    report.note(format!(
+        "{b}: busiest server threads while registering: {reg_threads}"
+    ));
     report.info(
         b,
         "  bench-side RSA signing (2048 bit)",
@@ -821,12 +823,35 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
         &format!("server CPU over {window:.0} s idle"),
         format!("{server_pct:.1}% of a core"),
     );
-    report.info(b, "  busiest server threads", idle_threads);
+    report.note(format!(
+        "{b}: busiest server threads while idle: {idle_threads}"
+    ));
     report.info(
         b,
         "  polls/s, heartbeats/s answered",
         format!("{:.0}, {:.0}", polls as f64 / window, beats as f64 / window),
     );
+    if polls + beats > 0 {
+        // What one idle request costs the server, and what 10,000 workers
+        // asking at the same per-worker rate would need.
+        let per_request = server_pct / 100.0 * window / (polls + beats) as f64;
+        report.info(
+            b,
+            "  server CPU per poll or heartbeat",
+            ms(per_request * 1000.0),
+        );
+        if n < 10_000 && registered > 0 {
+            let per_worker_rate = (polls + beats) as f64 / window / registered as f64;
+            report.info(
+                b,
+                "  → projected CPU for 10,000 idle workers",
+                format!(
+                    "{:.0}% of a core",
+                    100.0 * per_request * per_worker_rate * 10_000.0
+                ),
+            );
+        }
+    }
     report.info(b, "  heartbeat round trip p50 / p99", p50_p99(&heartbeats));
     report.info(
         b,
