@@ -20,5 +20,5 @@ if [ -d tests/deploy ]; then
     .venv/bin/pytest -q tests/deploy
 fi
 
-echo "==> fuzz (bounded: GANTRY_FUZZ_SECONDS per target)"
-./scripts/fuzz.sh
+# Fuzzing (`make fuzz`) is not run here yet: its instrumented build of the
+# server's dependency tree takes longer than this suite's time budget allows.
