@@ -95,9 +95,14 @@ fn a_launcher_runs_at_most_its_concurrency() {
         live = live.display(),
         counts = counts.display()
     );
-    let runs: Vec<String> = (0..5).map(|_| server.submit("narrow", &["sh", "-c", &script])).collect();
+    let runs: Vec<String> = (0..5)
+        .map(|_| server.submit("narrow", &["sh", "-c", &script]))
+        .collect();
     for id in &runs {
-        assert_eq!(server.wait_run_end(id, Duration::from_secs(30))["state"], "FINISHED");
+        assert_eq!(
+            server.wait_run_end(id, Duration::from_secs(30))["state"],
+            "FINISHED"
+        );
     }
     let counts: Vec<u32> = std::fs::read_to_string(&counts)
         .unwrap()
@@ -105,7 +110,11 @@ fn a_launcher_runs_at_most_its_concurrency() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(counts.len(), 5);
-    assert_eq!(counts.iter().max(), Some(&2), "never more than 2 at once, and 2 were: {counts:?}");
+    assert_eq!(
+        counts.iter().max(),
+        Some(&2),
+        "never more than 2 at once, and 2 were: {counts:?}"
+    );
 }
 
 #[test]
