@@ -15,9 +15,7 @@ use crate::env::{spawn_launchers, wait_idle, Ctx, LauncherOpts, Pool, Server};
 use crate::procs::kill_many;
 use crate::report::{mb, ms, Report, Verdict};
 use crate::sim::{self, IdleStats};
-use crate::stats::{
-    busiest_threads, proc_status, summarize, thread_cpu, wall_ms, CpuMeter, Summary,
-};
+use crate::stats::{proc_status, summarize, wall_ms, CpuMeter, Summary, ThreadWatch};
 
 /// Sizes and time limits; `--quick` shrinks them.
 #[derive(Debug, Clone)]
@@ -672,7 +670,10 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let done_at = Arc::new(Mutex::new(Vec::<f64>::with_capacity(n)));
     let cpu = CpuMeter::start(Some(server_pid))?;
-    let threads_before = thread_cpu(server_pid);
+    let reg_watch = ThreadWatch::start(
+        server_pid,
+        o.idle_registration_limit + Duration::from_secs(30),
+    );
     let registering = Instant::now();
     let reg_deadline = registering + o.idle_registration_limit;
     let mut registrars = Vec::new();
@@ -726,7 +727,7 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
     }
     let registration = registering.elapsed().as_secs_f64();
     let (reg_cpu, reg_wall) = cpu.read()?;
-    let reg_threads = busiest_threads(&threads_before, &thread_cpu(server_pid), reg_wall);
+    let reg_threads = reg_watch.finish().await;
     let registered = loops.len() / 2;
     let failed = failures.lock().expect("failures lock").clone();
     report.add(
@@ -761,7 +762,7 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
         format!("{:.0}% of a core", 100.0 * reg_cpu / reg_wall.max(1e-9)),
     );
     report.note(format!(
-        "{b}: busiest server threads while registering: {reg_threads}"
+        "{b}: server threads while registering: {reg_threads}"
     ));
     report.info(
         b,
@@ -784,18 +785,14 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
     tokio::time::sleep(o.idle_settle).await;
     let before = stats.snapshot();
     let server_cpu = CpuMeter::start(Some(server_pid))?;
-    let threads_before = thread_cpu(server_pid);
+    let idle_watch = ThreadWatch::start(server_pid, o.idle_window + Duration::from_secs(30));
     let bench_cpu = CpuMeter::start(None)?;
     stats.recording.store(true, Ordering::Relaxed);
     tokio::time::sleep(o.idle_window).await;
     stats.recording.store(false, Ordering::Relaxed);
     let server_pct = server_cpu.percent()?;
     let window = o.idle_window.as_secs_f64();
-    let idle_threads = busiest_threads(
-        &threads_before,
-        &thread_cpu(server_pid),
-        server_cpu.read()?.1,
-    );
+    let idle_threads = idle_watch.finish().await;
     let bench_pct = bench_cpu.percent()?;
     let after = stats.snapshot();
     let status = proc_status(server_pid)?;
@@ -823,9 +820,7 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
         &format!("server CPU over {window:.0} s idle"),
         format!("{server_pct:.1}% of a core"),
     );
-    report.note(format!(
-        "{b}: busiest server threads while idle: {idle_threads}"
-    ));
+    report.note(format!("{b}: server threads while idle: {idle_threads}"));
     report.info(
         b,
         "  polls/s, heartbeats/s answered",

@@ -1,6 +1,9 @@
 //! Percentiles, clocks and /proc readings.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
@@ -138,9 +141,10 @@ impl CpuMeter {
     }
 }
 
-/// CPU seconds of every thread of `pid`, by thread ID, with its name.
-pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<u64, (String, f64)> {
-    let mut threads = std::collections::BTreeMap::new();
+/// Per thread of `pid`, by thread ID: its name, CPU seconds, and seconds
+/// spent runnable but waiting for a CPU (schedstat).
+fn thread_times(pid: u32) -> BTreeMap<u64, (String, f64, f64)> {
+    let mut threads = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return threads;
     };
@@ -161,40 +165,153 @@ pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<u64, (String, f64)> {
         let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
         let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
             + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let waited_ns: f64 = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1).and_then(|w| w.parse().ok()))
+            .unwrap_or(0.0);
         threads.insert(
             tid,
             (
                 text[open + 1..close].to_string(),
                 ticks as f64 / clock_ticks(),
+                waited_ns / 1e9,
             ),
         );
     }
     threads
 }
 
-/// The busiest threads between two [`thread_cpu`] readings, as
-/// "name 93%, other 12%" (percent of one core over `wall` seconds).
-pub fn busiest_threads(
-    before: &std::collections::BTreeMap<u64, (String, f64)>,
-    after: &std::collections::BTreeMap<u64, (String, f64)>,
-    wall: f64,
-) -> String {
-    let mut used: Vec<(&str, f64)> = after
-        .iter()
-        .map(|(tid, (name, cpu))| {
-            (
-                name.as_str(),
-                cpu - before.get(tid).map(|b| b.1).unwrap_or(0.0),
-            )
+/// Each thread's state letter (R running or runnable, S sleeping, D disk wait).
+fn thread_states(pid: u32) -> Vec<(u64, char)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse::<u64>().ok()?;
+            let text = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let state = text[text.rfind(')')? + 1..]
+                .split_whitespace()
+                .next()?
+                .chars()
+                .next()?;
+            Some((tid, state))
         })
-        .filter(|(_, cpu)| *cpu > 0.0)
-        .collect();
-    used.sort_by(|a, b| b.1.total_cmp(&a.1));
-    used.iter()
-        .take(4)
-        .map(|(name, cpu)| format!("{name} {:.0}%", 100.0 * cpu / wall.max(1e-9)))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect()
+}
+
+/// `(write_bytes, syscw)` from /proc/<pid>/io.
+fn io_counters(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("write_bytes:"), field("syscw:"))
+}
+
+/// Watches a process's threads over a span: CPU, time waiting for a CPU,
+/// time in disk wait (sampled every 20 ms), and its disk writes. Tells a
+/// starved or I/O-bound server from a busy one.
+pub struct ThreadWatch {
+    pid: u32,
+    before: BTreeMap<u64, (String, f64, f64)>,
+    io: (u64, u64),
+    at: std::time::Instant,
+    samples: Arc<Mutex<BTreeMap<u64, [u64; 3]>>>,
+    stop: Arc<AtomicBool>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl ThreadWatch {
+    /// Starts watching; sampling stops by itself after `limit`.
+    pub fn start(pid: u32, limit: Duration) -> ThreadWatch {
+        let samples = Arc::new(Mutex::new(BTreeMap::<u64, [u64; 3]>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            tokio::spawn(async move {
+                let rounds = (limit.as_millis() / 20).max(1);
+                for _ in 0..rounds {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    {
+                        let mut samples = samples.lock().expect("samples lock");
+                        for (tid, state) in thread_states(pid) {
+                            let counts = samples.entry(tid).or_insert([0; 3]);
+                            counts[0] += 1;
+                            counts[1] += u64::from(state == 'R');
+                            counts[2] += u64::from(state == 'D');
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        ThreadWatch {
+            pid,
+            before: thread_times(pid),
+            io: io_counters(pid),
+            at: std::time::Instant::now(),
+            samples,
+            stop,
+            sampler,
+        }
+    }
+
+    /// "name: cpu 40%, waiting for a CPU 12%, disk wait 0%; …" for the four
+    /// busiest threads, then the disk writes.
+    pub async fn finish(self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.sampler.await;
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let after = thread_times(self.pid);
+        let io = io_counters(self.pid);
+        let samples = self.samples.lock().expect("samples lock");
+        let mut threads: Vec<(&str, f64, f64, f64)> = after
+            .iter()
+            .map(|(tid, (name, cpu, waited))| {
+                let (cpu0, waited0) = self
+                    .before
+                    .get(tid)
+                    .map(|b| (b.1, b.2))
+                    .unwrap_or((0.0, 0.0));
+                let disk = samples
+                    .get(tid)
+                    .map(|c| c[2] as f64 / c[0].max(1) as f64)
+                    .unwrap_or(0.0);
+                (
+                    name.as_str(),
+                    (cpu - cpu0) / wall,
+                    (waited - waited0) / wall,
+                    disk,
+                )
+            })
+            .collect();
+        threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut text: Vec<String> = threads
+            .iter()
+            .take(4)
+            .map(|(name, cpu, waited, disk)| {
+                format!(
+                    "{name}: cpu {:.0}%, waiting for a CPU {:.0}%, disk wait {:.0}%",
+                    cpu * 100.0,
+                    waited * 100.0,
+                    disk * 100.0
+                )
+            })
+            .collect();
+        text.push(format!(
+            "disk writes {:.1} MB/s in {:.0} write calls/s",
+            io.0.saturating_sub(self.io.0) as f64 / wall / 1e6,
+            io.1.saturating_sub(self.io.1) as f64 / wall
+        ));
+        text.join("; ")
+    }
 }
 
 /// The 1-minute load average.
