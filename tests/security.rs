@@ -40,6 +40,44 @@ fn private_pki(dir: &Path) {
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
+    let new_key_and_csr = |name: &str, subject: &str| {
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        openssl(
+            dir,
+            &[
+                "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr,
+                "-subj", subject,
+            ],
+        );
+    };
+    let sign = |name: &str, ca: &str, ext: &str| {
+        let (csr, pem, ca_pem, ca_key) = (
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{ca}.pem"),
+            format!("{ca}.key"),
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        );
+    };
     openssl(
         dir,
         &[
@@ -62,78 +100,10 @@ fn private_pki(dir: &Path) {
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "int.key",
-            "-out",
-            "int.csr",
-            "-subj",
-            "/CN=Test Intermediate CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "int.csr",
-            "-CA",
-            "root.pem",
-            "-CAkey",
-            "root.key",
-            "-CAcreateserial",
-            "-out",
-            "int.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ca.ext",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=gantry",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "int.pem",
-            "-CAkey",
-            "int.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
+    new_key_and_csr("int", "/CN=Test Intermediate CA");
+    sign("int", "root", "ca.ext");
+    new_key_and_csr("leaf", "/CN=gantry");
+    sign("leaf", "int", "server.ext");
     let chain = std::fs::read_to_string(dir.join("leaf.pem")).unwrap()
         + &std::fs::read_to_string(dir.join("int.pem")).unwrap();
     std::fs::write(dir.join("chain.pem"), chain).unwrap();
@@ -176,7 +146,7 @@ fn tls_with_a_private_root_and_intermediate_ca() {
     let dir = tempfile::tempdir().unwrap();
     private_pki(dir.path());
     let chain = dir.path().join("chain.pem");
-    let key = dir.path().join("server.key");
+    let key = dir.path().join("leaf.key");
     let server = Server::start_args(&[
         "--tls-cert",
         chain.to_str().unwrap(),
