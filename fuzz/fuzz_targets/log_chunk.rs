@@ -23,13 +23,20 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+fn at_rest_keyring() -> gantry_pki::at_rest::SecretsKeyring {
+    let key = gantry_pki::at_rest::SecretsKeyring::generate_key();
+    gantry_pki::at_rest::SecretsKeyring::parse(&key).unwrap()
+}
+
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (router, run_id, lease_id) = runtime.block_on(async {
-            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+            let store: Arc<dyn Store> = Arc::new(
+                SqliteStore::open(dir.path(), at_rest_keyring()).await.unwrap(),
+            );
             let key = PoolKey { public_key_pem: String::new(), key_fingerprint: "f".into(), credential_hash: "c".into() };
             let pool = store.create_pool(&NewPool { name: "fuzz".into(), description: String::new(), key }, 0).await.unwrap();
             let worker = NewWorker {

@@ -95,6 +95,9 @@ enum Command {
     /// Extra CA bundles for GANTRY_ADDITIONAL_ROOT_CAS: encode and inspect.
     #[command(subcommand, name = "ca-bundle")]
     CaBundle(commands::ca_bundle::CaBundleCommand),
+    /// The server's keyring for secrets at rest: generate, status, rotate.
+    #[command(subcommand, name = "secrets-key")]
+    SecretsKey(commands::secrets_key::SecretsKeyCommand),
 }
 
 /// An error with the exit code it maps to.
@@ -151,6 +154,7 @@ pub fn main() -> ExitCode {
             Command::Worker(command) => commands::worker::run(&ctx, command).await,
             Command::Token(command) => commands::token::run(&ctx, command).await,
             Command::CaBundle(command) => commands::ca_bundle::run(&ctx, command),
+            Command::SecretsKey(command) => commands::secrets_key::run(&ctx, command).await,
         }
     });
     match result {

@@ -8,8 +8,10 @@
 //! - [`PoolPublicKey::from_csr_pem`]: parse and verify a CSR (ours or openssl's);
 //! - [`PoolPrivateKey::sign`]: the launcher's proof of possession;
 //! - [`PoolPublicKey::verify`]: the server's check of that proof;
-//! - [`envelope`]: data sealed to the pool's key (secrets, stored workspaces).
+//! - [`envelope`]: data sealed to the pool's key (secrets, stored workspaces);
+//! - [`at_rest`]: the control plane's own keyring for what it stores.
 
+pub mod at_rest;
 pub mod envelope;
 
 pub mod ca_bundle;

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub launcher_binary: Option<PathBuf>,
     /// Serve HTTPS instead of HTTP.
     pub tls: Option<crate::tls::TlsSource>,
+    /// The keyring that encrypts secrets at rest.
+    pub secrets_key: crate::secrets_key::SecretsKeySource,
 }
 
 impl ServerConfig {
@@ -36,6 +38,7 @@ impl ServerConfig {
             admin_token: None,
             launcher_binary: None,
             tls: None,
+            secrets_key: Default::default(),
         }
     }
 

@@ -60,7 +60,7 @@ impl From<StoreError> for ApiError {
                 ErrorCode::LeaseLost,
                 "this worker no longer holds the run's lease; abandon the run",
             ),
-            StoreError::Database(message) => {
+            StoreError::Database(message) | StoreError::SecretsKey(message) => {
                 tracing::error!(error = %message, "database error");
                 ApiError::new(ErrorCode::Internal, "internal error; see the server log")
             }

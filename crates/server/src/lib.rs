@@ -18,6 +18,7 @@ mod limiter;
 pub mod openapi;
 pub mod protocol;
 mod reaper;
+pub mod secrets_key;
 mod signals;
 mod state;
 pub mod tls;
@@ -25,7 +26,6 @@ pub mod tls;
 use std::sync::Arc;
 
 use anyhow::Context;
-use gantry_store::sqlite::SqliteStore;
 use gantry_store::Store;
 
 pub use config::ServerConfig;
@@ -42,12 +42,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     })?;
     raise_open_file_limit();
     let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&config.data_dir).await.with_context(|| {
-            format!(
-                "--data-dir {}: cannot open the database",
-                config.data_dir.display()
-            )
-        })?);
+        Arc::new(secrets_key::open_store(&config.data_dir, &config.secrets_key, true).await?);
     auth::ensure_admin_token(store.as_ref(), config.admin_token.as_deref()).await?;
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
 

@@ -37,6 +37,9 @@ pub enum StoreError {
     LeaseLost,
     #[error("database error: {0}")]
     Database(String),
+    /// A value encrypted at rest cannot be read with the configured keyring.
+    #[error("secrets at rest: {0}")]
+    SecretsKey(String),
 }
 
 impl From<sqlx::Error> for StoreError {

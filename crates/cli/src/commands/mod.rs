@@ -1,6 +1,7 @@
 pub mod ca_bundle;
 pub mod pool;
 pub mod run;
+pub mod secrets_key;
 pub mod server;
 pub mod stack;
 pub mod token;

@@ -14,6 +14,10 @@ use crate::{exit, Failure};
     long_about = "Run the control plane: the API, dispatch, leases, logs.\n\n\
 At first start it creates its SQLite database in --data-dir and an admin API token: the value of\n\
 GANTRY_ADMIN_TOKEN if set, else a generated one printed once. Only its hash is stored.\n\n\
+Terraform state and secret variables are encrypted at rest under the secrets keyring: the keys\n\
+in GANTRY_SECRETS_KEY (comma-separated base64), else --secrets-key-file, else\n\
+<data-dir>/secrets.key (generated at first start; back it up apart from the database).\n\
+The first key encrypts, the others only decrypt: see `gantry secrets-key rotate --help`.\n\n\
 Stops gracefully on SIGTERM or Ctrl-C."
 )]
 pub struct ServerArgs {
@@ -60,6 +64,11 @@ pub struct ServerArgs {
     /// Extra DNS names or IPs for the development certificate (repeatable).
     #[arg(long = "tls-san", value_name = "NAME")]
     tls_sans: Vec<String>,
+
+    /// The secrets keyring file (one base64 key per line, the current key
+    /// first). Default: GANTRY_SECRETS_KEY, else <data-dir>/secrets.key.
+    #[arg(long, env = "GANTRY_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
 
     /// Log filter, e.g. info or gantry_server=debug.
     #[arg(long, env = "GANTRY_LOG_LEVEL", default_value = "info")]
@@ -116,6 +125,9 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     config.lease_timeout = args.lease_timeout;
     config.launcher_binary = args.launcher_binary;
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN").ok();
+    config.secrets_key =
+        gantry_server::secrets_key::SecretsKeySource::from_env(args.secrets_key_file)
+            .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
     gantry_server::serve(config)
         .await
         .map_err(|e| Failure::new(exit::ERROR, format!("{e:#}")))?;

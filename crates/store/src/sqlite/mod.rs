@@ -6,6 +6,7 @@
 //! pool and, thanks to WAL, never wait for the writer. Claiming a run is then
 //! atomic by construction.
 
+mod at_rest;
 mod logs;
 mod pools;
 mod runs;
@@ -16,21 +17,29 @@ mod workers;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use gantry_pki::at_rest::SecretsKeyring;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+
+pub use at_rest::SecretsUsage;
 
 use crate::Result;
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Encrypts the columns that hold secrets (see `at_rest`).
+    keyring: Arc<SecretsKeyring>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) `gantry.db` in `data_dir` and migrates it.
-    pub async fn open(data_dir: &Path) -> Result<SqliteStore> {
+    /// Fails when the database holds values encrypted under a key that
+    /// `keyring` lacks; values still in clear are encrypted.
+    pub async fn open(data_dir: &Path, keyring: SecretsKeyring) -> Result<SqliteStore> {
         let path = data_dir.join("gantry.db");
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
@@ -48,7 +57,13 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        let store = SqliteStore {
+            writer,
+            reader,
+            keyring: Arc::new(keyring),
+        };
+        store.prepare_secrets().await?;
+        Ok(store)
     }
 }
 

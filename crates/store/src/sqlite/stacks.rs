@@ -1,8 +1,12 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
+use gantry_pki::at_rest::SecretsKeyring;
 use gantry_wire::run::{RunState, RunType};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::at_rest::{SECRET_ENV, WORKSPACE};
 use super::runs::{fenced_error, record_transition, run_by_id, LEASED, TERMINAL};
 use super::{from_json, new_id, to_json, SqliteStore};
 use crate::{PlanReport, Result, RunRecord, StackRecord, StackStore, StoreError};
@@ -14,9 +18,12 @@ const SELECT_STACK: &str = "
         (SELECT serial FROM state_versions v WHERE v.stack_id = s.id ORDER BY version DESC LIMIT 1) AS state_serial
     FROM stacks s JOIN pools p ON p.id = s.pool_id";
 
-fn stack_from_row(row: &SqliteRow) -> StackRecord {
-    StackRecord {
-        id: row.get("id"),
+fn stack_from_row(row: &SqliteRow, keyring: &SecretsKeyring) -> Result<StackRecord> {
+    let id: String = row.get("id");
+    let secret_env =
+        SECRET_ENV.open_text(keyring, &SECRET_ENV.context(&[&id]), row.get("secret_env"))?;
+    Ok(StackRecord {
+        id,
         name: row.get("name"),
         pool_id: row.get("pool_id"),
         pool_name: row.get("pool_name"),
@@ -29,12 +36,12 @@ fn stack_from_row(row: &SqliteRow) -> StackRecord {
         tool_path: row.get("tool_path"),
         labels: from_json(row.get("labels")),
         env: from_json(row.get("env")),
-        secret_env: from_json(row.get("secret_env")),
+        secret_env: from_json(&secret_env),
         hooks: from_json(row.get("hooks")),
         state_serial: row.get("state_serial"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
-    }
+    })
 }
 
 /// After a run ended: its workspace, credentials and any state lock it held
@@ -92,13 +99,18 @@ async fn promote_next(tx: &mut Transaction<'_, Sqlite>, stack_id: &str, now: i64
 }
 
 impl SqliteStore {
+    fn seal_secret_env(&self, stack_id: &str, secret_env: &BTreeMap<String, String>) -> String {
+        let context = SECRET_ENV.context(&[stack_id]);
+        SECRET_ENV.seal_text(&self.keyring, &context, &to_json(secret_env))
+    }
+
     async fn stack_by_id(&self, stack_id: &str) -> Result<StackRecord> {
         let row = sqlx::query(&format!("{SELECT_STACK} WHERE s.id = ?"))
             .bind(stack_id)
             .fetch_optional(&self.writer)
             .await?;
-        row.map(|r| stack_from_row(&r))
-            .ok_or_else(|| StoreError::NotFound(format!("stack {stack_id}")))
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("stack {stack_id}")))?;
+        stack_from_row(&row, &self.keyring)
     }
 }
 
@@ -129,7 +141,7 @@ impl StackStore for SqliteStore {
         .bind(&stack.tool_path)
         .bind(to_json(&stack.labels))
         .bind(to_json(&stack.env))
-        .bind(to_json(&stack.secret_env))
+        .bind(self.seal_secret_env(&id, &stack.secret_env))
         .bind(to_json(&stack.hooks))
         .bind(now)
         .bind(now)
@@ -148,7 +160,9 @@ impl StackStore for SqliteStore {
         let rows = sqlx::query(&format!("{SELECT_STACK} ORDER BY s.name"))
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows.iter().map(stack_from_row).collect())
+        rows.iter()
+            .map(|r| stack_from_row(r, &self.keyring))
+            .collect()
     }
 
     async fn find_stack(&self, id_or_name: &str) -> Result<Option<StackRecord>> {
@@ -156,7 +170,7 @@ impl StackStore for SqliteStore {
             .bind(id_or_name)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.map(|r| stack_from_row(&r)))
+        row.map(|r| stack_from_row(&r, &self.keyring)).transpose()
     }
 
     async fn update_stack(
@@ -181,7 +195,7 @@ impl StackStore for SqliteStore {
         .bind(&stack.tool_path)
         .bind(to_json(&stack.labels))
         .bind(to_json(&stack.env))
-        .bind(to_json(&stack.secret_env))
+        .bind(self.seal_secret_env(&stack.id, &stack.secret_env))
         .bind(to_json(&stack.hooks))
         .bind(now)
         .bind(&stack.id)
@@ -369,9 +383,10 @@ impl StackStore for SqliteStore {
         if held.is_none() {
             return Err(fenced_error(&mut tx, run_id).await);
         }
+        let context = WORKSPACE.context(&[run_id]);
         sqlx::query("INSERT OR REPLACE INTO run_workspaces (run_id, data) VALUES (?, ?)")
             .bind(run_id)
-            .bind(data)
+            .bind(WORKSPACE.seal_blob(&self.keyring, &context, data))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -388,7 +403,11 @@ impl StackStore for SqliteStore {
         .fetch_optional(&self.writer)
         .await?;
         match row {
-            Some((_, data)) => Ok(data),
+            Some((_, None)) => Ok(None),
+            Some((_, Some(data))) => {
+                let context = WORKSPACE.context(&[run_id]);
+                Ok(Some(WORKSPACE.open_blob(&self.keyring, &context, &data)?))
+            }
             None => Err(StoreError::LeaseLost),
         }
     }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::at_rest::STATE;
 use super::SqliteStore;
 use crate::{LockResult, NewStateVersion, Result, StateStore, StateVersionRecord, StoreError};
 
@@ -19,6 +20,20 @@ fn version_from_row(row: &SqliteRow) -> StateVersionRecord {
     }
 }
 
+impl SqliteStore {
+    /// A version row with its state, decrypted.
+    fn version_with_data(
+        &self,
+        stack_id: &str,
+        row: &SqliteRow,
+    ) -> Result<(StateVersionRecord, Vec<u8>)> {
+        let record = version_from_row(row);
+        let context = STATE.context(&[stack_id, &record.version.to_string()]);
+        let data = STATE.open_blob(&self.keyring, &context, row.get("data"))?;
+        Ok((record, data))
+    }
+}
+
 #[async_trait]
 impl StateStore for SqliteStore {
     async fn current_state(&self, stack_id: &str) -> Result<Option<(StateVersionRecord, Vec<u8>)>> {
@@ -28,7 +43,8 @@ impl StateStore for SqliteStore {
         .bind(stack_id)
         .fetch_optional(&self.writer)
         .await?;
-        Ok(row.map(|r| (version_from_row(&r), r.get("data"))))
+        row.map(|r| self.version_with_data(stack_id, &r))
+            .transpose()
     }
 
     async fn put_state(
@@ -58,18 +74,27 @@ impl StateStore for SqliteStore {
                 )))
             }
         }
+        // The single writer makes this read-then-insert race-free; the version
+        // is needed up front because the ciphertext is bound to it.
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?",
+        )
+        .bind(stack_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let context = STATE.context(&[stack_id, &version.to_string()]);
         let row = sqlx::query(
             "INSERT INTO state_versions (stack_id, version, serial, lineage, resources, sha256, data, run_id, created_at)
-             VALUES (?1, (SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?1),
-                     ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              RETURNING *",
         )
         .bind(stack_id)
+        .bind(version)
         .bind(state.serial)
         .bind(&state.lineage)
         .bind(state.resources)
         .bind(&state.sha256)
-        .bind(&state.data)
+        .bind(STATE.seal_blob(&self.keyring, &context, &state.data))
         .bind(&state.run_id)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -160,6 +185,7 @@ impl StateStore for SqliteStore {
             .bind(version)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.map(|r| (version_from_row(&r), r.get("data"))))
+        row.map(|r| self.version_with_data(stack_id, &r))
+            .transpose()
     }
 }
