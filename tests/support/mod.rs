@@ -114,6 +114,8 @@ pub struct Server {
     pub port: u16,
     pub data_dir: PathBuf,
     pub lease_timeout: String,
+    /// Flags given at start, given again on restart.
+    extra: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -158,6 +160,7 @@ impl Server {
             port,
             data_dir: data_dir.to_path_buf(),
             lease_timeout: lease_timeout.into(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             _dir: None,
         };
         // Certificates are checked by the tests themselves; here we only wait.
@@ -179,7 +182,8 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
-        let fresh = Server::spawn(&self.data_dir, self.port, &self.lease_timeout, &[]);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let fresh = Server::spawn(&self.data_dir, self.port, &self.lease_timeout, &extra);
         let Server { proc, .. } = fresh;
         self.proc = proc;
     }
