@@ -23,6 +23,7 @@ mod signals;
 mod state;
 pub mod tls;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -34,12 +35,17 @@ pub use state::AppState;
 /// Opens the store, makes sure an admin token exists, and serves until
 /// SIGINT or SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "--data-dir {}: cannot create the directory",
-            config.data_dir.display()
-        )
-    })?;
+    // Owner-only: the database and the default secrets keyring live here.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| {
+            format!(
+                "--data-dir {}: cannot create the directory",
+                config.data_dir.display()
+            )
+        })?;
     raise_open_file_limit();
     let store: Arc<dyn Store> =
         Arc::new(secrets_key::open_store(&config.data_dir, &config.secrets_key, true).await?);

@@ -14,6 +14,18 @@ use crate::commands::Context;
 use crate::output::{json, table};
 use crate::{exit, Failure};
 
+const ROTATE_ABOUT: &str = r#"Re-encrypt every stored value under the keyring's first key.
+
+Rotation, without downtime for runs:
+  1. `gantry secrets-key generate`; put the new key on the first line of the keyring,
+     keeping the old key on a later line;
+  2. restart `gantry server` with that keyring (it reads with both keys);
+  3. `gantry secrets-key rotate` (safe while the server runs);
+  4. remove the old key from the keyring and restart the server.
+
+The keyring comes from GANTRY_SECRETS_KEY (comma-separated keys), --secrets-key-file, or
+<data-dir>/secrets.key, as for `gantry server`."#;
+
 #[derive(Debug, Subcommand)]
 pub enum SecretsKeyCommand {
     /// Print a new random key: one line of a keyring.
@@ -23,17 +35,7 @@ pub enum SecretsKeyCommand {
     /// Show the keyring's keys and which of them the stored values are under.
     Status(KeyringArgs),
     /// Re-encrypt every stored value under the keyring's first key.
-    #[command(
-        long_about = "Re-encrypt every stored value under the keyring's first key.\n\n\
-Rotation, without downtime for runs:\n\
-  1. gantry secrets-key generate, and put the new key on the first line of the keyring,\n\
-     keeping the old key on a later line;\n\
-  2. restart gantry server with that keyring (it reads both keys);\n\
-  3. gantry secrets-key rotate (safe while the server runs);\n\
-  4. remove the old key from the keyring and restart the server.\n\n\
-The keyring comes from GANTRY_SECRETS_KEY (comma-separated keys), --secrets-key-file, or\n\
-<data-dir>/secrets.key, as for gantry server."
-    )]
+    #[command(long_about = ROTATE_ABOUT)]
     Rotate(KeyringArgs),
 }
 
