@@ -113,6 +113,7 @@ pub fn stack(record: &StackRecord) -> Stack {
         project_root: record.project_root.clone(),
         image: record.image.clone(),
         tool: Tool::parse(&record.tool).unwrap_or_default(),
+        tool_version: record.tool_version.clone(),
         tool_path: record.tool_path.clone(),
         labels: record.labels.clone(),
         env: record.env.clone(),

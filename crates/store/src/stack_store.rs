@@ -20,6 +20,8 @@ pub struct StackRecord {
     pub project_root: String,
     pub image: Option<String>,
     pub tool: String,
+    /// The exact version runs must use, e.g. `1.0.3` (normalised).
+    pub tool_version: Option<String>,
     pub tool_path: Option<String>,
     pub labels: Vec<String>,
     pub env: BTreeMap<String, String>,

@@ -52,6 +52,22 @@ impl Tool {
     }
 }
 
+/// A tool version as a stack pins it, normalised: `1.0.3`, `1.6.0-rc1`
+/// (a leading `v` is dropped). `None` when it is not a version: digits
+/// first, then letters, digits, `.`, `-` and `+` only (it becomes a
+/// directory name under the launcher's tools directory).
+pub fn normalize_tool_version(text: &str) -> Option<String> {
+    let version = text.trim();
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let valid = !version.is_empty()
+        && version.len() <= 40
+        && version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
+    valid.then(|| version.to_string())
+}
+
 /// `POST /api/v1/stacks`. Exactly one of `git_url` and `archive` is given.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CreateStack {
@@ -73,6 +89,12 @@ pub struct CreateStack {
     pub image: Option<String>,
     #[serde(default)]
     pub tool: Tool,
+    /// The exact tool version runs must use, e.g. `1.0.3`: the launcher
+    /// takes it from its tools directory when it has it there
+    /// (`GANTRY_TOOLS_DIR/<tool>/<version>/<program>`) and fails the run in
+    /// PREPARING when the tool it would run reports another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<String>,
     /// A program to run instead of `terraform` / `tofu` on PATH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_path: Option<String>,
@@ -107,6 +129,9 @@ pub struct UpdateStack {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<Tool>,
+    /// An empty string removes the pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +167,9 @@ pub struct Stack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub tool: Tool,
+    /// The pinned tool version, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_path: Option<String>,
     pub labels: Vec<String>,
@@ -239,6 +267,9 @@ pub struct StackJob {
     pub archive: bool,
     pub project_root: String,
     pub tool: Tool,
+    /// The version the run must use (see [`CreateStack::tool_version`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_path: Option<String>,
     pub hooks: BTreeMap<String, Vec<String>>,
@@ -271,4 +302,21 @@ pub struct ReportPlan {
     pub plan: Option<PlanSummary>,
     #[serde(default)]
     pub outputs: Vec<RunOutput>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_versions_are_normalised() {
+        assert_eq!(normalize_tool_version("1.0.3").as_deref(), Some("1.0.3"));
+        assert_eq!(
+            normalize_tool_version(" v1.6.0-rc1 ").as_deref(),
+            Some("1.6.0-rc1")
+        );
+        for bad in ["", "v", "latest", "1.0/../x", "1 0", "../1"] {
+            assert_eq!(normalize_tool_version(bad), None, "{bad:?}");
+        }
+    }
 }

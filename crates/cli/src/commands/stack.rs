@@ -89,6 +89,11 @@ pub struct Settings {
     /// terraform or opentofu.
     #[arg(long)]
     tool: Option<String>,
+    /// The exact tool version runs must use, e.g. 1.0.3: a run on a worker whose
+    /// tool reports another version fails in PREPARING. Workers take it from
+    /// GANTRY_TOOLS_DIR/<tool>/<version>/ when they have it. Empty: no pin.
+    #[arg(long, value_name = "VERSION")]
+    tool_version: Option<String>,
     /// The tool's binary, instead of terraform/tofu on the worker's PATH.
     #[arg(long)]
     tool_path: Option<String>,
@@ -221,6 +226,14 @@ fn add_dir<W: std::io::Write>(
     Ok(())
 }
 
+/// `terraform`, or `terraform 1.0.3` when the stack pins a version.
+fn tool_label(stack: &Stack) -> String {
+    match &stack.tool_version {
+        Some(version) => format!("{} {version}", stack.tool.as_str()),
+        None => stack.tool.as_str().to_string(),
+    }
+}
+
 fn print_stack(ctx: &Context, stack: &Stack) {
     if ctx.json() {
         return json(stack);
@@ -248,7 +261,7 @@ fn print_stack(ctx: &Context, stack: &Stack) {
     );
     println!(
         "tool:         {}{}",
-        stack.tool.as_str(),
+        tool_label(stack),
         stack
             .tool_path
             .as_deref()
@@ -299,6 +312,7 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                 project_root: settings.project_root.clone().unwrap_or_default(),
                 image: settings.image.clone(),
                 tool: tool(&settings.tool)?.unwrap_or_default(),
+                tool_version: settings.tool_version.clone(),
                 tool_path: settings.tool_path.clone(),
                 labels: settings.labels.clone(),
                 env: pairs("--env", &settings.env, false)?,
@@ -320,7 +334,7 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                             s.name.clone(),
                             s.pool.clone(),
                             s.git_url.clone().unwrap_or_else(|| "(uploaded)".into()),
-                            s.tool.as_str().to_string(),
+                            tool_label(s),
                             s.state_serial
                                 .map(|v| v.to_string())
                                 .unwrap_or_else(|| "-".into()),
@@ -360,6 +374,7 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                 project_root: settings.project_root.clone(),
                 image: settings.image.clone(),
                 tool: tool(&settings.tool)?,
+                tool_version: settings.tool_version.clone(),
                 tool_path: settings.tool_path.clone(),
                 labels: (!settings.labels.is_empty()).then(|| settings.labels.clone()),
                 env: pairs("--env", &settings.env, false)?,

@@ -11,7 +11,9 @@ use base64::Engine;
 use gantry_pki::PoolPublicKey;
 use gantry_store::{PoolRecord, StackRecord};
 use gantry_wire::run::{Run, RunType};
-use gantry_wire::stack::{CreateStack, Stack, Tool, TriggerRun, UpdateStack, HOOKS};
+use gantry_wire::stack::{
+    normalize_tool_version, CreateStack, Stack, Tool, TriggerRun, UpdateStack, HOOKS,
+};
 use sha2::{Digest, Sha256};
 
 use crate::auth::User;
@@ -59,6 +61,19 @@ fn validate_hooks(hooks: &BTreeMap<String, Vec<String>>) -> ApiResult<()> {
         ));
     }
     Ok(())
+}
+
+/// A pinned tool version, normalised; an empty one is no pin.
+fn validate_tool_version(version: Option<&str>) -> ApiResult<Option<String>> {
+    match version.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(text) => normalize_tool_version(text).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                "tool_version",
+                format!("{text:?} is not a tool version; give the exact version, e.g. 1.0.3"),
+            )
+        }),
+    }
 }
 
 fn validate_project_root(root: &str) -> ApiResult<String> {
@@ -142,6 +157,7 @@ pub async fn create_stack(
     validate_env("env", &request.env)?;
     validate_env("secret_env", &request.secret_env)?;
     validate_hooks(&request.hooks)?;
+    let tool_version = validate_tool_version(request.tool_version.as_deref())?;
     let pool = super::pools::find_pool(&state, &request.pool)
         .await
         .map_err(|e| e.with_field("pool"))?;
@@ -176,6 +192,7 @@ pub async fn create_stack(
         project_root: validate_project_root(&request.project_root)?,
         image: request.image.filter(|i| !i.trim().is_empty()),
         tool: request.tool.as_str().to_string(),
+        tool_version,
         tool_path: request.tool_path.filter(|p| !p.trim().is_empty()),
         labels: request.labels,
         env: request.env,
@@ -284,6 +301,9 @@ pub async fn update_stack(
     }
     if let Some(tool) = request.tool {
         record.tool = tool.as_str().to_string();
+    }
+    if let Some(version) = &request.tool_version {
+        record.tool_version = validate_tool_version(Some(version))?;
     }
     if let Some(path) = request.tool_path {
         record.tool_path = Some(path).filter(|p| !p.trim().is_empty());

@@ -56,6 +56,7 @@ pub(crate) async fn stack_job(
         archive: stack.archive_sha256.is_some(),
         project_root: stack.project_root.clone(),
         tool: Tool::parse(&stack.tool).unwrap_or_default(),
+        tool_version: stack.tool_version.clone(),
         tool_path: stack.tool_path.clone(),
         hooks: stack.hooks.clone(),
         state_address: format!(

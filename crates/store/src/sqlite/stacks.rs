@@ -13,7 +13,7 @@ use crate::{PlanReport, Result, RunRecord, StackRecord, StackStore, StoreError};
 
 const SELECT_STACK: &str = "
     SELECT s.id, s.name, s.pool_id, p.name AS pool_name, s.git_url, s.git_ref, s.archive_sha256,
-        s.project_root, s.image, s.tool, s.tool_path, s.labels, s.env, s.secret_env, s.hooks,
+        s.project_root, s.image, s.tool, s.tool_version, s.tool_path, s.labels, s.env, s.secret_env, s.hooks,
         s.created_at, s.updated_at,
         (SELECT serial FROM state_versions v WHERE v.stack_id = s.id ORDER BY version DESC LIMIT 1) AS state_serial
     FROM stacks s JOIN pools p ON p.id = s.pool_id";
@@ -33,6 +33,7 @@ fn stack_from_row(row: &SqliteRow, keyring: &SecretsKeyring) -> Result<StackReco
         project_root: row.get("project_root"),
         image: row.get("image"),
         tool: row.get("tool"),
+        tool_version: row.get("tool_version"),
         tool_path: row.get("tool_path"),
         labels: from_json(row.get("labels")),
         env: from_json(row.get("env")),
@@ -125,8 +126,8 @@ impl StackStore for SqliteStore {
         let id = new_id();
         let inserted = sqlx::query(
             "INSERT INTO stacks (id, name, pool_id, git_url, git_ref, archive, archive_sha256, project_root,
-                image, tool, tool_path, labels, env, secret_env, hooks, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                image, tool, tool_version, tool_path, labels, env, secret_env, hooks, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&id)
         .bind(&stack.name)
@@ -138,6 +139,7 @@ impl StackStore for SqliteStore {
         .bind(&stack.project_root)
         .bind(&stack.image)
         .bind(&stack.tool)
+        .bind(&stack.tool_version)
         .bind(&stack.tool_path)
         .bind(to_json(&stack.labels))
         .bind(to_json(&stack.env))
@@ -182,7 +184,7 @@ impl StackStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "UPDATE stacks SET pool_id = ?, git_url = ?, git_ref = ?, archive_sha256 = ?, project_root = ?,
-                image = ?, tool = ?, tool_path = ?, labels = ?, env = ?, secret_env = ?, hooks = ?, updated_at = ?
+                image = ?, tool = ?, tool_version = ?, tool_path = ?, labels = ?, env = ?, secret_env = ?, hooks = ?, updated_at = ?
              WHERE id = ?",
         )
         .bind(&stack.pool_id)
@@ -192,6 +194,7 @@ impl StackStore for SqliteStore {
         .bind(&stack.project_root)
         .bind(&stack.image)
         .bind(&stack.tool)
+        .bind(&stack.tool_version)
         .bind(&stack.tool_path)
         .bind(to_json(&stack.labels))
         .bind(to_json(&stack.env))
