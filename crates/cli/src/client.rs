@@ -71,7 +71,13 @@ impl Api {
     }
 
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, Failure> {
-        let response = request.send().await.map_err(|e| {
+        let response = self.send_raw(request).await?;
+        self.check(response).await
+    }
+
+    /// Sends a request; any HTTP status is an answer.
+    pub async fn send_raw(&self, request: RequestBuilder) -> Result<Response, Failure> {
+        request.send().await.map_err(|e| {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
@@ -85,7 +91,11 @@ impl Api {
                     self.url
                 ),
             )
-        })?;
+        })
+    }
+
+    /// The response when it is a success, else the failure it describes.
+    pub async fn check(&self, response: Response) -> Result<Response, Failure> {
         if response.status().is_success() {
             return Ok(response);
         }

@@ -66,6 +66,17 @@ pub enum StateCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Lock the stack's state, as Terraform does (e.g. for maintenance): runs
+    /// on the stack fail with Terraform's lock error until it is unlocked.
+    Lock {
+        stack: String,
+        /// Why, shown to whoever finds it locked.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove the lock on the stack's state, whoever holds it (a run's, or
+    /// `stack state lock`'s).
+    Unlock { stack: String },
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +304,9 @@ fn print_stack(ctx: &Context, stack: &Stack) {
 pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
     let api = ctx.api()?;
     match command {
+        StackCommand::State(lock @ (StateCommand::Lock { .. } | StateCommand::Unlock { .. })) => {
+            lock_command(ctx, lock).await?;
+        }
         StackCommand::Create {
             name,
             pool,
@@ -471,4 +485,63 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// `LOCK` / `UNLOCK` on the stack's state backend address.
+async fn lock_command(ctx: &Context, command: StateCommand) -> Result<(), Failure> {
+    let api = ctx.api()?;
+    match command {
+        StateCommand::Lock { stack, reason } => {
+            let created = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+            let who = format!(
+                "{}@gantry-cli",
+                std::env::var("USER").unwrap_or_else(|_| "admin".into())
+            );
+            let info = serde_json::json!({
+                "ID": format!("gantry-cli-{}-{}", std::process::id(), created),
+                "Operation": "gantry stack state lock",
+                "Info": reason.unwrap_or_default(),
+                "Who": who,
+                "Version": env!("CARGO_PKG_VERSION"),
+                "Created": created,
+                "Path": "",
+            });
+            let method = Method::from_bytes(b"LOCK").expect("a valid method");
+            let request = api
+                .request(method, &format!("/stacks/{}/state", segment(&stack)))?
+                .json(&info);
+            let response = api.send_raw(request).await?;
+            if response.status().as_u16() == 423 {
+                let held = response.text().await.unwrap_or_default();
+                return Err(Failure::new(
+                    exit::CONFLICT,
+                    format!("the state of stack {stack} is already locked: {held}"),
+                ));
+            }
+            api.check(response).await?;
+            if ctx.json() {
+                json(&info);
+            } else {
+                eprintln!(
+                    "locked the state of stack {stack} (lock ID {}); unlock it with `gantry stack state unlock {stack}`",
+                    info["ID"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        StateCommand::Unlock { stack } => {
+            let method = Method::from_bytes(b"UNLOCK").expect("a valid method");
+            let request = api.request(
+                method,
+                &format!("/stacks/{}/state?force=true", segment(&stack)),
+            )?;
+            api.send(request).await?;
+            if ctx.json() {
+                json(&serde_json::json!({"unlocked": stack}));
+            } else {
+                eprintln!("unlocked the state of stack {stack}");
+            }
+        }
+        _ => unreachable!("only lock and unlock"),
+    }
+    Ok(())
 }
