@@ -92,6 +92,32 @@ impl ControlPlane {
         }
     }
 
+    /// A stack's current state from the control plane's state backend
+    /// (`address`), with a run's credential; empty when it has none yet.
+    pub(crate) async fn stack_state(
+        &self,
+        address: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<Vec<u8>, String> {
+        let response = self
+            .http
+            .get(address)
+            .basic_auth(username, Some(password))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status();
+        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !status.is_success() {
+            return Err(format!("the state backend answered HTTP {status}"));
+        }
+        Ok(response.bytes().await.map_err(|e| describe(&e))?.to_vec())
+    }
+
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, CallError> {
         let response = request
             .send()

@@ -28,6 +28,12 @@ HTTPS_PROXY/HTTP_PROXY/NO_PROXY when set. Give it the pool token and the pool's 
 Every flag below can also be set with the environment variable shown beside it.
 Tags: each GANTRY_METADATA_<key>=<value> variable becomes the worker tag <key>=<value>.
 
+Tool versions: a stack may pin its tool's version (gantry stack create --tool-version 1.0.3).
+The launcher then runs GANTRY_TOOLS_DIR/<tool>/<version>/<program> when that file exists
+(e.g. $GANTRY_TOOLS_DIR/terraform/1.0.3/terraform, $GANTRY_TOOLS_DIR/opentofu/1.6.2/tofu),
+else the tool on PATH (or the runner image's), and checks `<program> version -json`: a run
+whose tool reports another version fails in PREPARING, naming both versions.
+
 Signals: the first SIGTERM (or Ctrl-C) drains: no new runs, the runs in flight finish, then the
 launcher exits 0. A second signal stops the runs in flight (TERM, then KILL).
 
@@ -164,6 +170,13 @@ struct Args {
     )]
     pull_policy: PullPolicy,
 
+    /// Tool binaries by version, for stacks that pin one:
+    /// <DIR>/<tool>/<version>/<program>, e.g. <DIR>/terraform/1.0.3/terraform. With the
+    /// docker executor, mount it into run containers at the same path
+    /// (GANTRY_WORKER_EXTRA_MOUNTS=<DIR>:<DIR>:ro).
+    #[arg(long, env = "GANTRY_TOOLS_DIR", value_name = "DIR")]
+    tools_dir: Option<PathBuf>,
+
     /// Where workspaces, log spools and the list of runs in flight live. Two
     /// launchers on one host need two directories.
     #[arg(long, env = "GANTRY_WORK_DIR")]
@@ -257,6 +270,8 @@ pub struct Config {
     pub worker_memory: Option<u64>,
     pub worker_user: Option<String>,
     pub pull_policy: PullPolicy,
+    /// Tool binaries by version (GANTRY_TOOLS_DIR), absolute.
+    pub tools_dir: Option<PathBuf>,
     pub work_dir: PathBuf,
     pub register_timeout: Duration,
     pub tags: BTreeMap<String, String>,
@@ -399,6 +414,19 @@ pub fn load() -> Result<Config, ConfigError> {
         }
     }
 
+    let tools_dir = match args.tools_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
+        None => None,
+        Some(dir) => Some(std::fs::canonicalize(dir).ok().filter(|d| d.is_dir()).ok_or_else(|| {
+            error(
+                "GANTRY_TOOLS_DIR",
+                format!(
+                    "{} is not a directory; give the directory holding <tool>/<version>/<program>, e.g. terraform/1.0.3/terraform",
+                    dir.display()
+                ),
+            )
+        })?),
+    };
+
     let executor = match args.executor {
         Some(kind) => kind,
         None if crate::executor::docker_reachable() => ExecutorKind::Docker,
@@ -434,6 +462,7 @@ pub fn load() -> Result<Config, ConfigError> {
         worker_memory: args.worker_memory,
         worker_user: args.worker_user.filter(|u| !u.trim().is_empty()),
         pull_policy: args.pull_policy,
+        tools_dir,
         work_dir,
         register_timeout: args.register_timeout,
         tags: metadata_tags(std::env::vars()),

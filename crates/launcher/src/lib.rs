@@ -19,8 +19,10 @@ mod executor;
 mod logs;
 mod orphans;
 mod phases;
+mod planfile;
 mod register;
 mod run;
+mod tool;
 mod workspace;
 
 use std::process::ExitCode;

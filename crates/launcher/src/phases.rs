@@ -3,9 +3,11 @@
 //! -out=plan.bin`, summarised from `show -json`), then by run type: done
 //! (proposed), the workspace sealed to the pool's key and UNCONFIRMED
 //! (tracked), or APPLYING that very plan (destroy; a confirmed tracked run,
-//! which starts from the sealed workspace). Hooks run around init, plan and
-//! apply. Each command runs through the configured executor; its output,
-//! masked, goes to the run's one log.
+//! which starts from the sealed workspace, and first checks that the state
+//! is still the one the plan was made against). Hooks run around init, plan
+//! and apply. A stack that pins its tool's version gets exactly that version
+//! (see `tool`), or the run fails before init. Each command runs through the
+//! configured executor; its output, masked, goes to the run's one log.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,9 @@ use tokio::time::Instant;
 use crate::client::with_retry;
 use crate::executor::{Exit, RunSpec};
 use crate::logs::{Masker, Spool, SpoolSink, UploadError, Uploader};
+use crate::planfile::{self, StateMeta};
 use crate::run::{report_end, run_environment, Abandoned, Control, Ending, RunContext};
+use crate::tool::{self, Resolved};
 use crate::workspace;
 
 type Upload = (Uploader, Result<u64, UploadError>);
@@ -47,6 +51,10 @@ struct Phases<'a> {
     env: BTreeMap<String, String>,
     /// The root module, on this host.
     root: PathBuf,
+    /// The tool binary the run uses.
+    tool: Resolved,
+    /// The run's raw log (before masking), to read what a failed step said.
+    spool_path: PathBuf,
     deadline: Instant,
     upload: Option<JoinHandle<Upload>>,
 }
@@ -126,6 +134,8 @@ pub(crate) async fn execute(
         sink,
         env,
         root: source.join(&job.project_root),
+        tool: tool::resolve(job, ctx.config.tools_dir.as_deref()),
+        spool_path: spool_path.to_path_buf(),
         deadline: Instant::now() + ctx.config.run_timeout,
         upload: Some(upload),
     };
@@ -204,10 +214,65 @@ impl Phases<'_> {
     }
 
     fn tool(&self) -> String {
-        self.job
-            .tool_path
-            .clone()
-            .unwrap_or_else(|| self.job.tool.program().to_string())
+        self.tool.program.clone()
+    }
+
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.spool_path).map_or(0, |m| m.len())
+    }
+
+    /// What the run printed since `offset` of its log (at most the last 256 KiB).
+    fn output_since(&self, offset: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let offset = offset.max(self.log_len().saturating_sub(256 * 1024));
+        let mut text = Vec::new();
+        if let Ok(mut file) = std::fs::File::open(&self.spool_path) {
+            if file.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = file.read_to_end(&mut text);
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    /// With a pinned version, checks that the tool the run will use is that
+    /// version (`<tool> version -json`); `phase` names where a mismatch fails.
+    async fn check_tool_version(&mut self, phase: &str) -> Result<(), Halt> {
+        let Some(wanted) = self.job.tool_version.clone() else {
+            return Ok(());
+        };
+        let tool = self.job.tool.as_str();
+        self.sink.line(&format!(
+            "{tool} {wanted} pinned; using {}",
+            self.tool.origin
+        ));
+        let json = match self
+            .capture("tool version", "version -json", ".gantry-tool-version.json")
+            .await
+        {
+            Ok(json) => json,
+            Err(Halt::End(mut ending)) if ending.outcome == Outcome::Failed => {
+                ending.reason = Some(format!(
+                    "{phase}: the stack pins {tool} {wanted}, and `{} version -json` failed on this worker ({}); \
+                     put {tool} {wanted} at GANTRY_TOOLS_DIR/{tool}/{wanted}/{} on the worker or use a runner image that has it",
+                    self.tool.program,
+                    ending.reason.unwrap_or_default(),
+                    self.job.tool.program()
+                ));
+                return Err(Halt::End(ending));
+            }
+            Err(other) => return Err(other),
+        };
+        let found = tool::reported_version(&json).map_err(|e| {
+            format!(
+                "{phase}: the stack pins {tool} {wanted}, but {} is not a tool this launcher can check: {e}",
+                self.tool.program
+            )
+        })?;
+        if let Some(why) = tool::mismatch(self.job, &self.tool, &found) {
+            return Err(Halt::from(format!("{phase}: {why}")));
+        }
+        self.sink.line(&format!("{tool} {found}, as pinned"));
+        Ok(())
     }
 
     fn backend_flags(&self) -> Vec<String> {
@@ -222,6 +287,7 @@ impl Phases<'_> {
     /// Runs one command in the root module; a non-zero exit ends the run.
     async fn step(&mut self, what: &str, command: Vec<String>) -> Result<(), Halt> {
         self.sink.line(&format!("{what}: {}", command.join(" ")));
+        let log_start = self.log_len();
         let spec = RunSpec {
             run_id: self.lease.run_id.clone(),
             command,
@@ -288,7 +354,26 @@ impl Phases<'_> {
             Exit::Code(0) => Ok(()),
             other => {
                 let mut end = Ending::of_exit(other);
-                end.reason = Some(format!("{what} failed: {}", end.reason.unwrap_or_default()));
+                let exit = end.reason.unwrap_or_default();
+                let output = self.output_since(log_start);
+                end.reason = Some(if let Some(holder) = planfile::lock_holder(&output) {
+                    let holder = if holder.is_empty() {
+                        holder
+                    } else {
+                        format!(" ({holder})")
+                    };
+                    format!(
+                        "{what} failed: the stack's state is locked by someone else{holder}, so Terraform could not lock it; \
+                         nothing was changed: wait for the holder to unlock it, or unlock it (gantry stack state unlock), then trigger the run again"
+                    )
+                } else if planfile::terraform_said_stale(&output) {
+                    format!(
+                        "{what} failed: the saved plan is stale: the stack's state changed since the plan, and Terraform refused to apply it; \
+                         nothing was applied: trigger a new run to plan against the current state"
+                    )
+                } else {
+                    format!("{what} failed: {exit}")
+                });
                 Err(Halt::End(end))
             }
         }
@@ -359,6 +444,7 @@ impl Phases<'_> {
                 self.job.project_root
             )));
         }
+        self.check_tool_version("PREPARING").await?;
         self.report(RunState::Initializing).await?;
         self.init().await?;
         if self.lease.run_type == RunType::Task {
@@ -424,9 +510,43 @@ impl Phases<'_> {
         let packed = workspace::open(&self.ctx.config.private_key, &sealed)?;
         workspace::unpack(&packed, source)
             .map_err(|e| format!("cannot unpack the stored workspace: {e}"))?;
+        self.check_tool_version("APPLYING").await?;
         // The providers were left out of the stored workspace.
         self.init().await?;
+        self.check_not_stale().await?;
         self.apply().await
+    }
+
+    /// Refuses to apply a saved plan made against another state than the
+    /// stack's current one (Terraform would refuse too, less clearly; it
+    /// still checks under the lock, for a change after this check).
+    async fn check_not_stale(&mut self) -> Result<(), Halt> {
+        let plan = std::fs::read(self.root.join("plan.bin"))
+            .map_err(|e| format!("the stored workspace has no saved plan (plan.bin): {e}"))?;
+        let planned = StateMeta::of_plan(&plan)?;
+        let job = self.job;
+        let current = self
+            .ctx
+            .client
+            .stack_state(&job.state_address, &job.state_username, &job.state_password)
+            .await
+            .and_then(|state| StateMeta::of_state(&state));
+        match current {
+            Ok(current) => {
+                if let Some(why) = planfile::staleness(&planned, &current) {
+                    return Err(Halt::from(why));
+                }
+                self.sink.line(&format!(
+                    "the state is the one the plan was made against (serial {})",
+                    current.serial
+                ));
+            }
+            // Terraform makes the same check itself.
+            Err(error) => self.sink.line(&format!(
+                "cannot read the stack's state to check the plan is current ({error}); Terraform checks it"
+            )),
+        }
+        Ok(())
     }
 
     async fn apply(&mut self) -> Result<Ending, Halt> {
@@ -438,15 +558,7 @@ impl Phases<'_> {
             "-no-color".into(),
             "plan.bin".into(),
         ];
-        if let Err(Halt::End(mut ending)) = self.step("apply", apply).await {
-            if ending.outcome == Outcome::Failed {
-                ending.reason = Some(format!(
-                    "{}; if the state changed since the plan, the saved plan is stale and was not applied: trigger a new run",
-                    ending.reason.unwrap_or_default()
-                ));
-            }
-            return Err(Halt::End(ending));
-        }
+        self.step("apply", apply).await?;
         let json = self
             .capture("outputs", "output -json -no-color", ".gantry-outputs.json")
             .await?;

@@ -353,13 +353,13 @@ impl DockerExecutor {
         Ok(self.host_work_dir.join(rest))
     }
 
-    /// Lets the container's user write the workspace.
+    /// Lets the container's user write the workspace: everything in it, as
+    /// the launcher may have put files there (a stack's source, or the
+    /// workspace a tracked run stored between plan and apply).
     fn prepare_workspace(&self, workspace: &Path) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let result = match self.workspace_owner {
-            Some((uid, gid)) if nix::unistd::geteuid().is_root() => {
-                std::os::unix::fs::chown(workspace, Some(uid), Some(gid))
-            }
+            Some((uid, gid)) if nix::unistd::geteuid().is_root() => hand_over(workspace, uid, gid),
             Some(_) => Ok(()),
             None => std::fs::set_permissions(workspace, std::fs::Permissions::from_mode(0o777)),
         };
@@ -405,6 +405,22 @@ impl DockerExecutor {
         }
         unreachable!("the last attempt returns")
     }
+}
+
+/// Gives `path` and everything under it to uid:gid (symbolic links
+/// themselves, never what they point to).
+fn hand_over(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path)?;
+    if metadata.uid() != uid || metadata.gid() != gid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            hand_over(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// `gantry-run-<run id>`: a name an operator recognises in `docker ps`.
