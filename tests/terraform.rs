@@ -1,121 +1,22 @@
 //! Stacks with a real Terraform (1.0.3, installed offline by
 //! scripts/install-terraform.sh) and the null provider from a local mirror,
 //! on the process executor: plan, confirm, apply, state versions, discard,
-//! destroy, secrets, git sources.
+//! destroy, secrets, git sources. More in stacks_state.rs (stale plans,
+//! locks, another pool), stacks_tools.rs (tool versions) and
+//! stacks_docker.rs (the Docker executor); shared helpers in tf/.
 
 mod support;
+mod tf;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
+use tf::*;
 
-const LONG: Duration = Duration::from_secs(120);
 const SECRET: &str = "hunter2-very-secret-value";
-
-const MAIN_TF: &str = r#"
-variable "trigger" {
-  default = "a"
-}
-resource "null_resource" "r" {
-  triggers = { t = var.trigger }
-  provisioner "local-exec" {
-    command = "echo the secret is $GANTRY_TEST_SECRET"
-  }
-}
-output "id" {
-  value = null_resource.r.id
-}
-output "hidden" {
-  value     = "sensitive-output-value"
-  sensitive = true
-}
-"#;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Terraform and the null provider from .tools, or None (skip) outside CI.
-fn tools(dir: &Path) -> Option<Vec<(String, String)>> {
-    let bin = root().join(".tools/bin");
-    let plugins = root().join(".tools/terraform-plugins");
-    let found = bin.join("terraform").exists() && plugins.is_dir();
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("terraform is required under CI=true; run scripts/install-terraform.sh");
-        }
-        eprintln!("skipping: terraform not installed (run scripts/install-terraform.sh)");
-        return None;
-    }
-    let rc = dir.join("terraformrc");
-    std::fs::write(
-        &rc,
-        format!(
-            "provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n  }}\n}}\n",
-            plugins.display()
-        ),
-    )
-    .unwrap();
-    Some(vec![
-        (
-            "PATH".into(),
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        ),
-        ("TF_CLI_CONFIG_FILE".into(), rc.display().to_string()),
-        (
-            "GANTRY_PASSTHROUGH_ENVS".into(),
-            "PATH,TF_CLI_CONFIG_FILE".into(),
-        ),
-    ])
-}
-
-fn start_launcher(pool: &Pool, env: &[(String, String)]) -> Launcher {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let launcher = Launcher::start(pool, &env);
-    launcher.wait_registered();
-    launcher
-}
-
-fn trigger(server: &Server, stack: &str, kind: &str) -> String {
-    let run = server.cli_json(&["run", "trigger", stack, "--type", kind]);
-    run["id"].as_str().unwrap().to_string()
-}
-
-fn ended(server: &Server, id: &str, state: &str) -> Value {
-    let run = server.wait_run_end(id, LONG);
-    assert_eq!(
-        run["state"],
-        state,
-        "run {id}: {run:#}\nlog:\n{}",
-        String::from_utf8_lossy(&server.logs(id))
-    );
-    run
-}
-
-fn plan(run: &Value) -> (u64, u64, u64) {
-    let p = &run["plan"];
-    (
-        p["add"].as_u64().unwrap(),
-        p["change"].as_u64().unwrap(),
-        p["destroy"].as_u64().unwrap(),
-    )
-}
-
-fn versions(server: &Server, stack: &str) -> Vec<Value> {
-    server
-        .cli_json(&["stack", "state", "versions", stack])
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 #[test]
 #[ignore = "slow: terraform"]
