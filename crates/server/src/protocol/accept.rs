@@ -104,7 +104,14 @@ pub async fn poll(
         let instructed = tokio::select! {
             _ = &mut worker_woken => true,
             _ = &mut pool_woken, if wants_work => false,
-            _ = tokio::time::sleep_until(deadline) => false,
+            _ = tokio::time::sleep_until(deadline) => {
+                // Nothing happened: answer without another look. Anything
+                // that changed meanwhile would have woken us.
+                return Ok(Json(PollResponse {
+                    leases: Vec::new(),
+                    instructions,
+                }));
+            }
         };
         // Drain, undrain, reset and cycle all show in the session.
         record = state

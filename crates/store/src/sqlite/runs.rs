@@ -157,6 +157,18 @@ impl RunStore for SqliteStore {
         if max == 0 {
             return Ok(claimed);
         }
+        // Most polls find nothing. Asking a reader first keeps those off the
+        // single writer; a run made READY after this look wakes the poller,
+        // which then looks again.
+        let claimable: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE pool_id = ? AND state IN ('READY', 'CONFIRMED') AND lease_id IS NULL LIMIT 1",
+        )
+        .bind(pool_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        if claimable.is_none() {
+            return Ok(claimed);
+        }
         let mut tx = self.writer.begin().await?;
         for _ in 0..max {
             let lease_id = new_id();
