@@ -120,14 +120,17 @@ fn plan_confirm_apply_discard_destroy_with_secrets() {
     let v = versions(&server, "web");
     assert_eq!(v.last().unwrap()["resources"], 0, "{v:?}");
 
-    // The secret is in the database only sealed.
+    // The secret variable, and the sensitive output Terraform keeps in its
+    // state, are in the database only encrypted.
     let db = std::fs::read(server.data_dir.join("gantry.db")).unwrap();
     let wal = std::fs::read(server.data_dir.join("gantry.db-wal")).unwrap_or_default();
-    for bytes in [&db, &wal] {
-        assert!(
-            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-            "secret in the database in clear"
-        );
+    for needle in [SECRET, "sensitive-output-value"] {
+        for bytes in [&db, &wal] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle:?} in the database in clear"
+            );
+        }
     }
     drop(launcher);
 }

@@ -48,9 +48,7 @@ impl SecretsKeySource {
     /// and `generate` is set.
     pub fn load(&self, data_dir: &Path, generate: bool) -> anyhow::Result<SecretsKeyring> {
         match self {
-            SecretsKeySource::Env(keys) => {
-                SecretsKeyring::parse(keys).with_context(|| format!("{SECRETS_KEY_ENV}"))
-            }
+            SecretsKeySource::Env(keys) => SecretsKeyring::parse(keys).context(SECRETS_KEY_ENV),
             SecretsKeySource::File(path) => read_file(path, "--secrets-key-file"),
             SecretsKeySource::DataDir => {
                 let path = data_dir.join(DEFAULT_FILE);
