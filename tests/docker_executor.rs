@@ -1,72 +1,21 @@
-//! The Docker executor against the real Docker engine: a container per run
-//! from its runner image, what the run sees, stop, timeouts, cleanup, the
-//! reaping of a crashed launcher's containers, a real Terraform apply in the
-//! runner image, and the launcher image itself running a run.
+//! The Docker executor against the real Docker engine: a container per run,
+//! what the run sees (user, environment, mounts, limits, network), stop,
+//! timeouts, cleanup, settings refused at start, and the reaping of a
+//! crashed launcher's containers. Image handling is in docker_images.rs, the
+//! launcher image in docker_launcher_image.rs; shared helpers in docker/.
 //!
 //! Needs docker; the images come from `scripts/build-images.sh` (the test
 //! setup runs it), except the tiny image the smoke test builds itself. With
 //! CI=true a missing docker fails these tests instead of skipping them.
 
+mod docker;
 mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use docker::*;
 use support::*;
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn runner_image() -> String {
-    format!("gantry-runner:{VERSION}")
-}
-
-fn launcher_image() -> String {
-    format!("gantry-launcher:{VERSION}")
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let output = docker(args);
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-/// Whether to run: docker installed and its engine answering. Under CI=true
-/// a missing docker panics (require_tool), and so does a dead engine.
-fn docker_ready() -> bool {
-    if !require_tool("docker") {
-        return false;
-    }
-    let answers = docker(&["info", "--format", "{{.ServerVersion}}"])
-        .status
-        .success();
-    if !answers {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("the Docker engine does not answer (docker info failed) under CI=true");
-        }
-        eprintln!("skipping: the Docker engine does not answer");
-    }
-    answers
-}
-
-/// The images from scripts/build-images.sh must be there: a missing one is
-/// a failure with the command that builds it, never a skip.
-fn require_image(image: &str) {
-    assert!(
-        docker(&["image", "inspect", image]).status.success(),
-        "the image {image} is missing: build it with scripts/build-images.sh (make test-all does)"
-    );
-}
 
 /// A tiny image the smoke test builds itself from Debian's busybox-static,
 /// with an ENTRYPOINT and CMD that would hijack a run that honoured them.
@@ -101,52 +50,6 @@ fn test_image() -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     image
-}
-
-/// The containers of a run, running or not.
-fn containers_of(run_id: &str) -> Vec<String> {
-    docker_ok(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=gantry.run_id={run_id}"),
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
-fn docker_launcher(pool: &Pool, env: &[(&str, &str)]) -> Launcher {
-    let image = runner_image();
-    let mut all: Vec<(&str, &str)> = vec![
-        ("GANTRY_EXECUTOR", "docker"),
-        ("GANTRY_DEFAULT_RUNNER_IMAGE", &image),
-    ];
-    all.extend_from_slice(env);
-    let launcher = Launcher::start(pool, &all);
-    launcher.wait_registered();
-    launcher
-}
-
-fn submit_with(server: &Server, pool: &str, extra: &[&str], command: &[&str]) -> String {
-    let mut args = vec!["run", "submit", "--pool", pool, "--output", "json"];
-    args.extend_from_slice(extra);
-    args.push("--");
-    args.extend_from_slice(command);
-    let output = server.cli(&args);
-    assert!(
-        output.status.success(),
-        "submit failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn log_of(server: &Server, id: &str) -> String {
-    String::from_utf8_lossy(&server.logs(id)).to_string()
 }
 
 #[test]
@@ -220,30 +123,6 @@ fn a_task_runs_in_its_own_container_as_an_unprivileged_user() {
     );
     assert!(log_of(&server, &id).contains("cannot start"));
     assert!(containers_of(&id).is_empty());
-}
-
-#[test]
-#[ignore = "slow: docker"]
-fn a_task_runs_in_the_runner_image_by_default() {
-    if !docker_ready() {
-        return;
-    }
-    require_image(&runner_image());
-    let server = Server::start();
-    let pool = server.create_pool("runner");
-    let _launcher = docker_launcher(&pool, &[]);
-    let id = server.submit(
-        "runner",
-        &["sh", "-c", "git --version && terraform version && id"],
-    );
-    let run = server.wait_run_end(&id, Duration::from_secs(60));
-    let log = log_of(&server, &id);
-    assert_eq!(run["state"], "FINISHED", "{run}\n{log}");
-    assert!(
-        log.contains("git version") && log.contains("Terraform v1.0.3"),
-        "{log}"
-    );
-    assert!(log.contains("uid=1000(gantry)"), "{log}");
 }
 
 #[test]
@@ -459,61 +338,6 @@ fn a_run_timeout_kills_the_container() {
 
 #[test]
 #[ignore = "slow: docker"]
-fn a_missing_image_fails_the_run_and_names_the_image() {
-    if !docker_ready() {
-        return;
-    }
-    let server = Server::start();
-    let pool = server.create_pool("no-image");
-    let launcher = Launcher::start(&pool, &[("GANTRY_EXECUTOR", "docker")]);
-    launcher.wait_registered();
-
-    // No registry answers here: the pull fails, and the reason names the image.
-    let missing = "gantry-no-such-image:404";
-    let id = submit_with(&server, "no-image", &["--image", missing], &["true"]);
-    let run = server.wait_run_end(&id, Duration::from_secs(60));
-    assert_eq!(run["state"], "FAILED", "{run}");
-    let reason = run["reason"].as_str().unwrap();
-    assert!(
-        reason.contains(&format!("cannot pull the runner image `{missing}`")),
-        "{run}"
-    );
-    assert!(log_of(&server, &id).contains(missing));
-
-    // No image named and no default: the reason says what to set.
-    let id = server.submit("no-image", &["true"]);
-    let run = server.wait_run_end(&id, Duration::from_secs(60));
-    assert_eq!(run["state"], "FAILED");
-    assert!(
-        run["reason"]
-            .as_str()
-            .unwrap()
-            .contains("GANTRY_DEFAULT_RUNNER_IMAGE"),
-        "{run}"
-    );
-    drop(launcher);
-
-    // GANTRY_PULL_POLICY=never does not even try.
-    let launcher = Launcher::start(
-        &pool,
-        &[
-            ("GANTRY_EXECUTOR", "docker"),
-            ("GANTRY_PULL_POLICY", "never"),
-        ],
-    );
-    launcher.wait_registered();
-    let id = submit_with(&server, "no-image", &["--image", missing], &["true"]);
-    let run = server.wait_run_end(&id, Duration::from_secs(60));
-    assert_eq!(run["state"], "FAILED");
-    let reason = run["reason"].as_str().unwrap();
-    assert!(
-        reason.contains(missing) && reason.contains("GANTRY_PULL_POLICY=never"),
-        "{run}"
-    );
-}
-
-#[test]
-#[ignore = "slow: docker"]
 fn bad_container_settings_stop_the_launcher_at_start() {
     if !docker_ready() {
         return;
@@ -636,148 +460,4 @@ fn a_restarted_launcher_reaps_the_containers_of_its_crashed_predecessor() {
         server.wait_run_end(&id, Duration::from_secs(60))["state"],
         "FINISHED"
     );
-}
-
-#[test]
-#[ignore = "slow: docker"]
-fn terraform_plans_and_applies_in_the_runner_image() {
-    if !docker_ready() {
-        return;
-    }
-    require_image(&runner_image());
-    let server = Server::start();
-    let pool = server.create_pool("terraform");
-    let _launcher = docker_launcher(&pool, &[]);
-    let config = r#"
-resource "null_resource" "hello" {
-  triggers = { run = "gantry" }
-  provisioner "local-exec" {
-    command = "echo hello from local-exec in $(pwd)"
-  }
-}
-output "id" { value = null_resource.hello.id }
-"#;
-    let script = format!(
-        "set -e; cat > main.tf <<'EOF'\n{config}\nEOF\n\
-         terraform init -input=false -no-color -plugin-dir=/usr/local/share/terraform/plugins\n\
-         terraform plan -input=false -no-color -out=tfplan\n\
-         terraform apply -input=false -no-color tfplan\n\
-         terraform output -no-color id"
-    );
-    let id = server.submit("terraform", &["sh", "-c", &script]);
-    let run = server.wait_run_end(&id, Duration::from_secs(180));
-    let log = log_of(&server, &id);
-    assert_eq!(run["state"], "FINISHED", "{run}\n{log}");
-    assert!(log.contains("Installing hashicorp/null v2.1.2"), "{log}");
-    assert!(
-        log.contains("Plan: 1 to add, 0 to change, 0 to destroy"),
-        "{log}"
-    );
-    assert!(log.contains("hello from local-exec in /workspace"), "{log}");
-    assert!(
-        log.contains("Apply complete! Resources: 1 added, 0 changed, 0 destroyed."),
-        "{log}"
-    );
-}
-
-/// Removes a container when dropped, so a failing test leaves none.
-struct ContainerGuard(String);
-
-impl Drop for ContainerGuard {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.0]);
-    }
-}
-
-#[test]
-#[ignore = "slow: docker"]
-fn the_launcher_image_runs_a_run_in_a_sibling_container() {
-    if !docker_ready() {
-        return;
-    }
-    require_image(&launcher_image());
-    require_image(&runner_image());
-    let server = Server::start();
-    let pool = server.create_pool("containerised");
-    // The work directory: on the host here, at another path in the launcher
-    // container; run containers mount their workspaces through the host.
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let name = format!("gantry-test-launcher-{}", std::process::id());
-    let _ = docker(&["rm", "-f", &name]);
-    let guard = ContainerGuard(name.clone());
-    let private_key = pool.private_key_b64();
-    let run_args: Vec<String> = vec![
-        "run".into(),
-        "-d".into(),
-        "--name".into(),
-        name.clone(),
-        // The control plane listens on the host's loopback.
-        "--network".into(),
-        "host".into(),
-        "-v".into(),
-        "/var/run/docker.sock:/var/run/docker.sock".into(),
-        "-v".into(),
-        format!("{}:/var/lib/gantry-launcher", work.display()),
-        "-e".into(),
-        format!("GANTRY_TOKEN={}", pool.token),
-        "-e".into(),
-        format!("GANTRY_POOL_PRIVATE_KEY={private_key}"),
-        "-e".into(),
-        format!("GANTRY_DEFAULT_RUNNER_IMAGE={}", runner_image()),
-        "-e".into(),
-        "GANTRY_STOP_GRACE=2s".into(),
-        launcher_image(),
-    ];
-    let args: Vec<&str> = run_args.iter().map(String::as_str).collect();
-    docker_ok(&args);
-    wait_for(
-        "the containerised launcher to register",
-        Duration::from_secs(30),
-        || {
-            let logs = docker(&["logs", &name]);
-            String::from_utf8_lossy(&logs.stderr)
-                .contains("registered; waiting for runs")
-                .then_some(())
-        },
-    );
-    let workers = server.cli_json(&["worker", "list"]);
-    assert_eq!(workers.as_array().map(Vec::len), Some(1), "{workers}");
-
-    let id = server.submit(
-        "containerised",
-        &[
-            "sh",
-            "-c",
-            "echo hello from $(hostname) in $(pwd); echo data > file; cat file",
-        ],
-    );
-    let run = server.wait_run_end(&id, Duration::from_secs(60));
-    let log = log_of(&server, &id);
-    assert_eq!(
-        run["state"],
-        "FINISHED",
-        "{run}\n{log}\n{}",
-        String::from_utf8_lossy(&docker(&["logs", &name]).stderr)
-    );
-    assert!(
-        log.contains("in /workspace") && log.contains("data"),
-        "{log}"
-    );
-    assert!(
-        containers_of(&id).is_empty(),
-        "the sibling container was removed"
-    );
-
-    // It drains on SIGTERM like the binary does.
-    docker_ok(&["stop", "-t", "20", &name]);
-    let code = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
-    assert_eq!(
-        code.trim(),
-        "0",
-        "{}",
-        String::from_utf8_lossy(&docker(&["logs", &name]).stderr)
-    );
-    drop(guard);
 }
