@@ -13,7 +13,7 @@ use crate::procs::kill_many;
 use crate::report::{mb, ms, Report, Verdict};
 use crate::stats::{proc_status, summarize, wall_ms};
 
-/// Waits until `n` runs of the pool have entered APPLYING (or ended),
+/// Waits until `count` runs of the pool have entered APPLYING (or ended),
 /// polling the pool's run list.
 async fn wait_all_started(
     api: &Api,
