@@ -76,8 +76,8 @@ pub async fn put_log_chunk(
             ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header")
         })?;
     let run = held_run(&state, &session, &run_id).await?;
-    // A later phase's chunks follow the earlier phases' (see `log_base`).
-    let seq = run.log_base.max(0) as u64 + seq;
+    let seq = stored_seq(run.log_base, seq)
+        .ok_or_else(|| ApiError::invalid("seq", format!("log chunk {seq} is out of range")))?;
     match state
         .store
         .put_log_chunk(&run_id, lease_id, seq, &body)
@@ -89,6 +89,15 @@ pub async fn put_log_chunk(
         }
         ChunkWrite::Duplicate => Ok(StatusCode::OK),
     }
+}
+
+/// Where this lease's chunk `seq` is stored: a later phase's chunks follow
+/// the earlier phases' (see `log_base`). `None` past the store's numbering
+/// (an `i64`), rather than overflowing or wrapping onto an earlier chunk.
+fn stored_seq(log_base: i64, seq: u64) -> Option<u64> {
+    (log_base.max(0) as u64)
+        .checked_add(seq)
+        .filter(|stored| *stored <= i64::MAX as u64)
 }
 
 /// Ends the run. Refused with `logs_incomplete` while any chunk below
@@ -152,4 +161,23 @@ pub async fn finish_run(
         state.signals.run_ready(&run.pool_id);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored_seq;
+
+    #[test]
+    fn chunks_follow_the_earlier_phases_within_the_stores_range() {
+        assert_eq!(stored_seq(0, 0), Some(0));
+        assert_eq!(stored_seq(3, 5), Some(8));
+        assert_eq!(stored_seq(-1, 5), Some(5));
+        assert_eq!(stored_seq(0, i64::MAX as u64), Some(i64::MAX as u64));
+        // Found by fuzz/fuzz_targets/log_chunk.rs (fuzz/regressions/log_chunk/):
+        // the sum overflowed, a panic in debug builds and in release a wrap
+        // onto the plan phase's chunk 2.
+        assert_eq!(stored_seq(3, u64::MAX), None);
+        assert_eq!(stored_seq(1, i64::MAX as u64), None);
+        assert_eq!(stored_seq(0, i64::MAX as u64 + 1), None);
+    }
 }
