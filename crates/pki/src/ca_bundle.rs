@@ -4,7 +4,6 @@
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use x509_cert::der::DecodePem;
 use x509_cert::Certificate;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,7 +47,7 @@ pub fn pem_certificates(pem: &str) -> Result<Vec<String>, String> {
             return Err("a certificate has no END line".into());
         };
         let block = &rest[start..start + end + END.len()];
-        Certificate::from_pem(block.as_bytes()).map_err(|e| e.to_string())?;
+        crate::decode_pem::<Certificate>(block.as_bytes()).map_err(|e| e.to_string())?;
         certs.push(format!("{block}\n"));
         rest = &rest[start + end + END.len()..];
     }
@@ -107,7 +106,7 @@ pub fn summarize(pems: &[String]) -> Vec<CertificateSummary> {
     let mut out = Vec::new();
     for (entry, pem) in pems.iter().enumerate() {
         for block in pem_certificates(pem).unwrap_or_default() {
-            if let Ok(cert) = Certificate::from_pem(block.as_bytes()) {
+            if let Ok(cert) = crate::decode_pem::<Certificate>(block.as_bytes()) {
                 let tbs = &cert.tbs_certificate;
                 out.push(CertificateSummary {
                     entry,
@@ -140,6 +139,13 @@ mod tests {
         let bad_entry = format!(r#"{{"caCertificates": ["{}", "%%"]}}"#, b64("x"));
         assert!(matches!(
             decode(&b64(&bad_entry)),
+            Err(CaBundleError::EntryNotPem { index: 0, .. })
+        ));
+        // der's streaming PEM reader looped forever on a body cut inside a length.
+        let cut = "-----BEGIN CERTIFICATE-----\nMIIE\n-----END CERTIFICATE-----\n";
+        let cut_entry = format!(r#"{{"caCertificates": ["{}"]}}"#, b64(cut));
+        assert!(matches!(
+            decode(&b64(&cut_entry)),
             Err(CaBundleError::EntryNotPem { index: 0, .. })
         ));
         let bad_b64 = r#"{"caCertificates": ["%%"]}"#;

@@ -26,7 +26,8 @@ use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256, Sha384, Sha512};
-use x509_cert::der::{Decode, DecodePem, Encode, EncodePem};
+use x509_cert::der::pem::PemLabel;
+use x509_cert::der::{Decode, DecodeOwned, Encode, EncodePem};
 use x509_cert::request::CertReq;
 
 /// Pools use RSA keys of at least this size.
@@ -57,6 +58,15 @@ pub enum PkiError {
     Generate(String),
 }
 
+/// Decodes a PEM document (a CSR, a certificate) through DER, instead of
+/// der 0.7's streaming `DecodePem::from_pem`, which spins forever on a body
+/// that ends inside a length, such as `MIIE` (found by fuzz/fuzz_targets/csr.rs).
+pub(crate) fn decode_pem<T: DecodeOwned + PemLabel>(pem: &[u8]) -> x509_cert::der::Result<T> {
+    let (label, der) = x509_cert::der::pem::decode_vec(pem)?;
+    T::validate_pem_label(label)?;
+    T::from_der(&der)
+}
+
 /// The pool's public key, taken from its CSR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolPublicKey {
@@ -67,7 +77,7 @@ impl PoolPublicKey {
     /// Parses a PEM CSR and checks its self-signature, so a CSR whose key
     /// was swapped is refused.
     pub fn from_csr_pem(pem: &str) -> Result<PoolPublicKey, PkiError> {
-        let csr = CertReq::from_pem(pem.trim().as_bytes())
+        let csr = decode_pem::<CertReq>(pem.trim().as_bytes())
             .map_err(|e| PkiError::CsrNotPem(e.to_string()))?;
         let spki = &csr.info.public_key;
         if spki.algorithm.oid.to_string() != OID_RSA_ENCRYPTION {
@@ -259,13 +269,24 @@ mod tests {
         let generated = generate(2048, "pool").unwrap();
         let other = generate(2048, "other").unwrap();
         // Graft the other key into the first request: the signature no longer matches.
-        let mut csr = CertReq::from_pem(generated.csr_pem.as_bytes()).unwrap();
-        let other_csr = CertReq::from_pem(other.csr_pem.as_bytes()).unwrap();
+        let mut csr = decode_pem::<CertReq>(generated.csr_pem.as_bytes()).unwrap();
+        let other_csr = decode_pem::<CertReq>(other.csr_pem.as_bytes()).unwrap();
         csr.info.public_key = other_csr.info.public_key;
         let pem = csr.to_pem(LineEnding::LF).unwrap();
         assert!(matches!(
             PoolPublicKey::from_csr_pem(&pem),
             Err(PkiError::CsrSignature)
+        ));
+    }
+
+    #[test]
+    fn a_pem_body_cut_inside_a_length_is_refused() {
+        // Kept in fuzz/regressions/csr/: der's streaming PEM reader looped forever on it.
+        let pem =
+            "-----BEGIN CERTIFICATE REQUEST-----\nMIIE\r\n-----END CERTIFICATE REQUEST-----\n";
+        assert!(matches!(
+            PoolPublicKey::from_csr_pem(pem),
+            Err(PkiError::CsrNotPem(_))
         ));
     }
 
