@@ -9,7 +9,7 @@ help:
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     benchmarks: dispatch latency, burst, throughput, idle launchers"
 	@echo "make release   build dist/gantry-<version>-linux-x86_64.tar.gz"
-	@echo "make fuzz      run every fuzz target for GANTRY_FUZZ_SECONDS (default 15)"
+	@echo "make fuzz      replay fuzz/regressions, then fuzz each target for GANTRY_FUZZ_SECONDS (default 30)"
 
 demo:
 	./scripts/demo.sh

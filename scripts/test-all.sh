@@ -20,5 +20,5 @@ if [ -d tests/deploy ]; then
     .venv/bin/pytest -q tests/deploy
 fi
 
-# Fuzzing (`make fuzz`) is not run here yet: its instrumented build of the
-# server's dependency tree takes longer than this suite's time budget allows.
+echo "==> fuzz: replay fuzz/regressions, then every target for ${GANTRY_FUZZ_SECONDS:-30}s"
+./scripts/fuzz.sh
