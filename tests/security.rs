@@ -8,9 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use gantry_pki::PoolPrivateKey;
 use gantry_wire::token::PoolToken;
-use gantry_wire::worker::{registration_message, RegisterRequest};
 use serde_json::Value;
 use support::*;
 
@@ -332,37 +330,6 @@ fn api_tokens_are_created_listed_revoked_and_stored_hashed() {
             "token in clear in the database"
         );
     }
-}
-
-fn register_raw(server: &Server, pool: &Pool, nonce: &str) -> String {
-    let key: PoolPrivateKey = pool.private_key_pem.parse().unwrap();
-    let token = PoolToken::decode(&pool.token).unwrap();
-    let timestamp_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let request = RegisterRequest {
-        pool_id: token.pool_id.clone(),
-        credential: token.credential,
-        version: gantry_wire::VERSION.into(),
-        hostname: "intruder".into(),
-        tags: Default::default(),
-        max_concurrent_runs: 1,
-        timestamp_ms,
-        nonce: nonce.into(),
-        signature: base64::engine::general_purpose::STANDARD
-            .encode(key.sign(&registration_message(&token.pool_id, timestamp_ms, nonce))),
-        orphaned_runs: vec![],
-    };
-    let body: Value = server
-        .http()
-        .post(format!("{}/api/v1/worker/register", server.url))
-        .json(&request)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    body["session_token"].as_str().unwrap().to_string()
 }
 
 #[test]
