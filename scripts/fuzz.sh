@@ -12,13 +12,17 @@
 #   GANTRY_FUZZ_SECONDS=600 scripts/fuzz.sh csr
 #   GANTRY_FUZZ_PROFILE=release scripts/fuzz.sh   optimised: slower to build, faster to run
 #
-# The default build is `cargo fuzz build --dev`: unoptimised except for the
+# The default build is `cargo fuzz build --dev`: unoptimised, except the
 # crates the fuzzers spend their time in (fuzz/Cargo.toml, [profile.dev.*]).
-# Measured on 2 cores shared with other builds (load 3-5): a clean build
-# took 475 s of CPU and 6 min of wall time, against 870 s and 14-17 min for
-# cargo-fuzz's default release build (one codegen unit per crate, -O3 C code).
-# Executions per second, dev (release): token 78k (119k), ca_bundle 10k
-# (20k), csr 14k (24k), log_chunk 400 (2,500).
+# Measured from clean on 2 cores: this build takes 410-475 s of CPU, 3.5 min
+# when the machine is otherwise quiet and 6-7.5 min beside two other builds;
+# cargo-fuzz's default release build takes 870 s of CPU (14-17 min beside
+# those builds: one codegen unit per crate, SQLite's C at -O3), the release
+# build at opt-level 1 655 s. Installing cargo-fuzz: 27 s with --debug,
+# 100 s in release. Executions per second over 30 s from the seeds, dev
+# (release): token 80-110k (120k), ca_bundle 10-18k (20k), csr 13-24k (24k),
+# log_chunk 400-630 (2,500). This whole script from nothing: 5 min on a
+# quiet machine (install 0.5, build 3.5, fuzzing 1.1).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
@@ -31,7 +35,8 @@ TARGETS=("$@")
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "==> cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
-    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+    # --debug: it only drives cargo, and builds in a quarter of the time.
+    cargo install cargo-fuzz --locked --debug --version "$CARGO_FUZZ_VERSION"
 fi
 
 # Rust is memory-safe: what we hunt is panics, overflows (debug assertions
