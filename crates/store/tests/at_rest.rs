@@ -152,23 +152,30 @@ async fn secrets_are_encrypted_on_disk_and_rotate_to_a_new_key() {
     assert_readable(&store, &stack_id).await;
 }
 
-#[tokio::test]
-async fn values_stored_in_clear_are_encrypted_at_open() {
+/// A seeded database, closed: (its directory, its key, the stack's ID).
+async fn seeded() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let key = SecretsKeyring::generate_key();
     let store = SqliteStore::open(dir.path(), keyring(&[&key]))
         .await
         .unwrap();
     let stack_id = seed(&store).await;
-    drop(store);
+    (dir, key, stack_id)
+}
+
+/// A plain connection to the file, bypassing the store: what an earlier
+/// version, or an attacker with the file, can write.
+async fn raw_connection(dir: &Path) -> sqlx::SqlitePool {
+    let url = format!("sqlite://{}", dir.join("gantry.db").display());
+    sqlx::SqlitePool::connect(&url).await.unwrap()
+}
+
+#[tokio::test]
+async fn values_stored_in_clear_are_encrypted_at_open() {
+    let (dir, key, stack_id) = seeded().await;
 
     // What an earlier version wrote: the columns in clear.
-    let raw = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("gantry.db").display()
-    ))
-    .await
-    .unwrap();
+    let raw = raw_connection(dir.path()).await;
     sqlx::query("UPDATE state_versions SET data = ?")
         .bind(STATE.as_bytes())
         .execute(&raw)
@@ -191,20 +198,9 @@ async fn values_stored_in_clear_are_encrypted_at_open() {
 
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = SecretsKeyring::generate_key();
-    let store = SqliteStore::open(dir.path(), keyring(&[&key]))
-        .await
-        .unwrap();
-    let stack_id = seed(&store).await;
-    drop(store);
+    let (dir, key, stack_id) = seeded().await;
 
-    let raw = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("gantry.db").display()
-    ))
-    .await
-    .unwrap();
+    let raw = raw_connection(dir.path()).await;
     sqlx::query(
         "UPDATE state_versions SET data = (SELECT data FROM state_versions WHERE version = 1) WHERE version = 2",
     )
