@@ -20,7 +20,7 @@ use crate::{api, protocol};
         api::list_state_versions, api::download_state_version,
         api::list_workers, api::show_worker, api::drain_worker, api::undrain_worker,
         protocol::register, protocol::poll, protocol::heartbeat, protocol::deregister,
-        protocol::report_state, protocol::put_log_chunk, protocol::finish_run,
+        protocol::report_state, protocol::put_log_chunk, protocol::finish_run, protocol::put_recovered_state,
         protocol::report_plan, protocol::download_source, protocol::upload_workspace, protocol::download_workspace,
     ),
     tags(

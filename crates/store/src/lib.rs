@@ -106,6 +106,15 @@ pub trait WorkerStore: Send + Sync + 'static {
         session: &NewSession,
         now: i64,
     ) -> Result<WorkerRecord>;
+    /// Gives `session.worker_id`, a worker of `worker.pool_id` registered
+    /// under the pool's current generation and not gone, a new session (its
+    /// leases stay valid). `None` when there is no such worker.
+    async fn resume_worker(
+        &self,
+        worker: &NewWorker,
+        session: &NewSession,
+        now: i64,
+    ) -> Result<Option<WorkerRecord>>;
     async fn add_session(&self, session: &NewSession, now: i64) -> Result<()>;
     /// The live session for a token hash: unexpired, of a worker still
     /// registered, made under the pool's current generation.
@@ -134,7 +143,8 @@ pub trait RunStore: Send + Sync + 'static {
         lease_expires_at: i64,
         now: i64,
     ) -> Result<Vec<RunRecord>>;
-    /// Extends the leases the worker still holds; reports the others.
+    /// Extends the leases the worker still holds, resuming a LOST run whose
+    /// worker is back (LOST → APPLYING); reports the others.
     async fn renew_leases(
         &self,
         worker_id: &str,
@@ -162,8 +172,14 @@ pub trait RunStore: Send + Sync + 'static {
     ) -> Result<RunRecord>;
     /// A queued run is CANCELED at once; a leased one is flagged for its worker.
     async fn request_stop(&self, run_id: &str, now: i64) -> Result<RunRecord>;
-    /// Fails every leased run whose lease expired before `now`.
+    /// Ends every leased run whose lease expired before `now`: FAILED, but
+    /// a stack run that was APPLYING becomes LOST (it keeps its lease ID, its
+    /// stack and its state lock, and its worker may still come back).
     async fn expire_leases(&self, now: i64) -> Result<Vec<RunRecord>>;
+    /// Moves every lease that expires before `at` to `at`: after start-up or
+    /// a pause, workers get a full lease period to be heard again before
+    /// the reaper judges them. Returns how many leases moved.
+    async fn extend_leases(&self, at: i64) -> Result<u64>;
     /// Fails a run its launcher reported as orphaned by a restart, if that
     /// launcher's pool still holds it under `lease_id`.
     async fn fail_orphaned_run(
@@ -195,6 +211,13 @@ pub trait LogStore: Send + Sync + 'static {
         from_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<LogChunk>>;
-    /// The sequence numbers below `count` not yet stored.
-    async fn missing_log_chunks(&self, run_id: &str, count: u64) -> Result<Vec<u64>>;
+    /// The sequence numbers in `from..to` not yet stored, the first `limit`
+    /// of them at most.
+    async fn missing_log_chunks(
+        &self,
+        run_id: &str,
+        from: u64,
+        to: u64,
+        limit: u64,
+    ) -> Result<Vec<u64>>;
 }

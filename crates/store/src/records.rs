@@ -141,6 +141,8 @@ pub struct HeldLeaseRef {
 pub struct LeaseRenewal {
     /// Leases the worker no longer holds: it must abandon these runs.
     pub abandon: Vec<String>,
+    /// LOST runs that this renewal brought back to APPLYING.
+    pub resumed: Vec<String>,
 }
 
 /// How a leased run ends.

@@ -171,6 +171,30 @@ pub trait StateStore: Send + Sync + 'static {
     /// Unlocks when `lock_id` matches, or always with `force`.
     async fn unlock_state(&self, stack_id: &str, lock_id: &str, force: bool) -> Result<LockResult>;
     async fn state_lock(&self, stack_id: &str) -> Result<Option<String>>;
+    /// Stores the state a run's apply produced but Terraform could not save
+    /// (its `errored.tfstate`), uploaded by the worker holding `lease_id`.
+    /// Refused unless the run still holds that lease (leased or LOST) and
+    /// the stack's state lock is free or the run's own; the state must
+    /// continue the current one (same lineage, no lower serial). The same
+    /// bytes as the current state are a no-op (the save had landed).
+    async fn put_recovered_state(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        state: &NewStateVersion,
+        now: i64,
+    ) -> Result<StateVersionRecord>;
+    /// The stack's LOST run, if it has one: the run whose worker was lost
+    /// during its apply, which keeps the stack until it comes back.
+    async fn lost_run(&self, stack_id: &str) -> Result<Option<crate::RunRecord>>;
+    /// An operator gives up on the stack's LOST run: it ends FAILED with
+    /// `reason`, which releases its state lock and the stack's queue.
+    async fn give_up_lost_run(
+        &self,
+        stack_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<crate::RunRecord>>;
     async fn state_versions(&self, stack_id: &str) -> Result<Vec<StateVersionRecord>>;
     async fn state_version(
         &self,

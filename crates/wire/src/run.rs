@@ -11,6 +11,12 @@ use utoipa::ToSchema;
 /// CONFIRMED → APPLYING → FINISHED, or an end in FAILED, STOPPED, DISCARDED
 /// or CANCELED. A `task` run goes PREPARING → APPLYING: its command is what
 /// it applies.
+///
+/// LOST is the one state off that line: a stack run whose lease expired while
+/// APPLYING. Its apply may still be running, and may still write state, so
+/// the run keeps its lease ID, its stack and its state lock. Its worker
+/// coming back resumes it (LOST → APPLYING); an operator gives up on it with
+/// `gantry stack state unlock --force` (LOST → FAILED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunState {
@@ -22,6 +28,7 @@ pub enum RunState {
     Unconfirmed,
     Confirmed,
     Applying,
+    Lost,
     Finished,
     Failed,
     Stopped,
@@ -30,7 +37,7 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 13] = [
+    pub const ALL: [RunState; 14] = [
         RunState::Queued,
         RunState::Ready,
         RunState::Preparing,
@@ -39,6 +46,7 @@ impl RunState {
         RunState::Unconfirmed,
         RunState::Confirmed,
         RunState::Applying,
+        RunState::Lost,
         RunState::Finished,
         RunState::Failed,
         RunState::Stopped,
@@ -56,6 +64,7 @@ impl RunState {
             RunState::Unconfirmed => "UNCONFIRMED",
             RunState::Confirmed => "CONFIRMED",
             RunState::Applying => "APPLYING",
+            RunState::Lost => "LOST",
             RunState::Finished => "FINISHED",
             RunState::Failed => "FAILED",
             RunState::Stopped => "STOPPED",
@@ -92,6 +101,12 @@ impl RunState {
                 | RunState::Applying
                 | RunState::Confirmed
         )
+    }
+
+    /// A worker's lease ID still speaks for the run: it is leased, or LOST
+    /// and waiting for that worker to come back.
+    pub const fn is_held(self) -> bool {
+        self.is_leased() || matches!(self, RunState::Lost)
     }
 
     /// The states a launcher may report while it holds the lease.

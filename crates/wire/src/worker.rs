@@ -33,6 +33,12 @@ pub struct RegisterRequest {
     /// (it crashed or was killed); the server ends them at once.
     #[serde(default)]
     pub orphaned_runs: Vec<OrphanedRun>,
+    /// The worker this launcher was before its session ran out (a long
+    /// control-plane outage) or before it restarted on the same work
+    /// directory. A worker of the same pool is resumed under a new session,
+    /// so the leases it holds stay valid; otherwise a new worker is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_worker_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -63,6 +69,20 @@ pub struct PollRequest {
     /// How many more runs the launcher will take now.
     pub free_slots: u32,
     pub wait_ms: u64,
+    /// Instructions the launcher already acts on: the poll answers early
+    /// only for news, so a pending stop or exit does not spin it.
+    #[serde(default)]
+    pub known: KnownInstructions,
+}
+
+/// What a launcher already knows it was told (see `PollRequest::known`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct KnownInstructions {
+    /// Runs it was told to stop.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub exit: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

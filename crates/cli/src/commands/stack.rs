@@ -76,7 +76,17 @@ pub enum StateCommand {
     },
     /// Remove the lock on the stack's state, whoever holds it (a run's, or
     /// `stack state lock`'s).
-    Unlock { stack: String },
+    ///
+    /// A stack whose run is LOST (its worker was lost during the apply) stays
+    /// locked by that run until the worker comes back and saves the state.
+    /// If it never will, check the resources against the state, then give up
+    /// on the run with --force: it ends FAILED and the stack is free.
+    Unlock {
+        stack: String,
+        /// Also give up on the stack's LOST run, if it has one.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -528,11 +538,12 @@ async fn lock_command(ctx: &Context, command: StateCommand) -> Result<(), Failur
                 );
             }
         }
-        StateCommand::Unlock { stack } => {
+        StateCommand::Unlock { stack, force } => {
             let method = Method::from_bytes(b"UNLOCK").expect("a valid method");
+            let lost = if force { "&end_lost_run=true" } else { "" };
             let request = api.request(
                 method,
-                &format!("/stacks/{}/state?force=true", segment(&stack)),
+                &format!("/stacks/{}/state?force=true{lost}", segment(&stack)),
             )?;
             api.send(request).await?;
             if ctx.json() {

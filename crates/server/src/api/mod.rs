@@ -94,6 +94,10 @@ pub fn router(state: AppState) -> Router {
             put(protocol::put_log_chunk),
         )
         .route("/worker/runs/{run}/finish", post(protocol::finish_run))
+        .route(
+            "/worker/runs/{run}/terraform-state",
+            axum::routing::put(protocol::put_recovered_state),
+        )
         .route("/worker/runs/{run}/plan", post(protocol::report_plan))
         .route("/worker/runs/{run}/source", get(protocol::download_source))
         .route(

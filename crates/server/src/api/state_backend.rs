@@ -82,6 +82,37 @@ pub struct StateQuery {
     id: Option<String>,
     #[serde(default)]
     force: bool,
+    /// With `force`: also give up on the stack's LOST run, if it has one.
+    #[serde(default)]
+    end_lost_run: bool,
+}
+
+/// A user force-unlocks a stack held by a LOST run: only when told to give
+/// up on that run (`end_lost_run`), which then ends FAILED; otherwise 409,
+/// saying what is at stake and how to go on.
+async fn give_up_lost_run(state: &AppState, stack: &StackRecord, end_it: bool) -> ApiResult<()> {
+    let Some(lost) = state.store.lost_run(&stack.id).await? else {
+        return Ok(());
+    };
+    if !end_it {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "stack {} is held by run {}, LOST: its worker was lost during the apply, which may have changed \
+                 resources. If the worker comes back, it saves the state and the run ends on its own. To give up \
+                 on it, check the resources against the state, then run `gantry stack state unlock {} --force`",
+                stack.name, lost.id, stack.name
+            ),
+        ));
+    }
+    let reason = "an operator gave up on the LOST run and force-unlocked its stack; what its apply changed \
+                  after the last saved state is unknown: check the resources against the state";
+    if let Some(run) = state.store.give_up_lost_run(&stack.id, reason, now_ms()).await? {
+        tracing::warn!(run_id = %run.id, stack = %stack.name, "LOST run given up by an operator");
+        state.signals.run_ended(&run.id);
+        state.signals.run_ready(&run.pool_id);
+    }
+    Ok(())
 }
 
 fn lock_id(info: &[u8]) -> ApiResult<String> {
@@ -116,16 +147,7 @@ pub async fn state_backend(
             None => StatusCode::NO_CONTENT.into_response(),
         }),
         "POST" => {
-            let parsed: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::invalid("body", format!("the state is not JSON: {e}")))?;
-            let version = NewStateVersion {
-                serial: parsed["serial"].as_i64().unwrap_or(0),
-                lineage: parsed["lineage"].as_str().unwrap_or_default().to_string(),
-                resources: parsed["resources"].as_array().map_or(0, |r| r.len() as i64),
-                sha256: hex::encode(Sha256::digest(&body)),
-                data: body.to_vec(),
-                run_id: caller.run_id().map(str::to_string),
-            };
+            let version = new_state_version(&body, caller.run_id().map(str::to_string))?;
             let saved = state
                 .store
                 .put_state(&stack.id, query.id.as_deref(), &version, now_ms())
@@ -162,6 +184,9 @@ pub async fn state_backend(
                 lock_id(&body)?
             };
             let force = query.force && matches!(caller, Caller::User);
+            if force {
+                give_up_lost_run(&state, &stack, query.end_lost_run).await?;
+            }
             match state.store.unlock_state(&stack.id, &id, force).await? {
                 LockResult::Done | LockResult::NotLocked => Ok(StatusCode::OK.into_response()),
                 LockResult::Held { info } => Ok(held(StatusCode::CONFLICT, info)),
@@ -178,7 +203,21 @@ pub async fn state_backend(
     }
 }
 
-fn version(record: &StateVersionRecord) -> StateVersion {
+/// A Terraform state as a version to store, by `run_id` when a run wrote it.
+pub(crate) fn new_state_version(body: &[u8], run_id: Option<String>) -> ApiResult<NewStateVersion> {
+    let parsed: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("the state is not JSON: {e}")))?;
+    Ok(NewStateVersion {
+        serial: parsed["serial"].as_i64().unwrap_or(0),
+        lineage: parsed["lineage"].as_str().unwrap_or_default().to_string(),
+        resources: parsed["resources"].as_array().map_or(0, |r| r.len() as i64),
+        sha256: hex::encode(Sha256::digest(body)),
+        data: body.to_vec(),
+        run_id,
+    })
+}
+
+pub(crate) fn state_version(record: &StateVersionRecord) -> StateVersion {
     StateVersion {
         version: record.version,
         serial: record.serial,
@@ -199,7 +238,7 @@ pub async fn list_state_versions(
 ) -> ApiResult<Json<Vec<StateVersion>>> {
     let stack = super::stacks::find_stack(&state, &stack).await?;
     let versions = state.store.state_versions(&stack.id).await?;
-    Ok(Json(versions.iter().map(version).collect()))
+    Ok(Json(versions.iter().map(state_version).collect()))
 }
 
 /// The state file of one version, as Terraform wrote it.

@@ -2,9 +2,11 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use gantry_store::{HeldLeaseRef, NewSession, SessionRecord};
+use gantry_store::{HeldLeaseRef, NewSession, RunEnd, RunRecord, SessionRecord};
+use gantry_wire::run::RunState;
 use gantry_wire::worker::{
-    HeartbeatRequest, HeartbeatResponse, Instructions, PollRequest, PollResponse, RunLease,
+    HeartbeatRequest, HeartbeatResponse, Instructions, KnownInstructions, PollRequest,
+    PollResponse, RunLease,
 };
 
 use crate::auth::{hash_secret, new_secret, WorkerSession};
@@ -20,6 +22,43 @@ async fn instructions_for(state: &AppState, session: &SessionRecord) -> ApiResul
             .pool_cycled_at
             .is_some_and(|cycled| cycled >= session.registered_at),
     })
+}
+
+/// Whether the instructions hold something the launcher does not know yet:
+/// a stop it was not told about, or an exit. Only news ends a poll early, so
+/// a stop waiting for its run to end does not make the launcher spin.
+fn is_news(instructions: &Instructions, known: &KnownInstructions) -> bool {
+    (instructions.exit && !known.exit)
+        || instructions
+            .stop
+            .iter()
+            .any(|run_id| !known.stop.contains(run_id))
+}
+
+/// A run was claimed but its lease cannot be sent (its stack job could not
+/// be built): end it now, with the reason, rather than leave it leased to a
+/// worker that never hears of it.
+async fn fail_unsent_lease(state: &AppState, run: &RunRecord, error: &ApiError) {
+    let reason = format!(
+        "the control plane could not prepare the run for its worker: {}",
+        error.message
+    );
+    tracing::error!(run_id = %run.id, %reason, "claimed run failed before it was sent");
+    let end = RunEnd {
+        state: RunState::Failed,
+        exit_code: None,
+        reason: Some(reason),
+    };
+    let lease_id = run.lease_id.as_deref().unwrap_or_default();
+    match state.store.finish_run(&run.id, lease_id, &end, now_ms()).await {
+        Ok(_) => {
+            state.signals.run_ended(&run.id);
+            if run.stack_id.is_some() {
+                state.signals.run_ready(&run.pool_id);
+            }
+        }
+        Err(error) => tracing::error!(run_id = %run.id, %error, "cannot fail the claimed run"),
+    }
 }
 
 /// Long-polls for work. Returns as soon as the worker has a lease or an
@@ -44,7 +83,7 @@ pub async fn poll(
         worker_woken.as_mut().enable();
 
         let instructions = instructions_for(&state, &record).await?;
-        if !instructions.stop.is_empty() || instructions.exit {
+        if is_news(&instructions, &request.known) {
             return Ok(Json(PollResponse {
                 leases: Vec::new(),
                 instructions,
@@ -74,10 +113,15 @@ pub async fn poll(
                 for run in claimed {
                     tracing::info!(run_id = %run.id, worker_id = %record.worker_id, "run leased");
                     state.signals.run_changed(&run.id);
-                    let (stack, env) = match super::stack::stack_job(&state, &headers, &run).await?
+                    let (stack, env) = match super::stack::stack_job(&state, &headers, &run).await
                     {
-                        Some((job, env)) => (Some(job), env),
-                        None => (None, run.env),
+                        Ok(Some((job, env))) => (Some(job), env),
+                        Ok(None) => (None, run.env),
+                        Err(error) => {
+                            // Never strand a claimed run until its lease expires.
+                            fail_unsent_lease(&state, &run, &error).await;
+                            continue;
+                        }
                     };
                     leases.push(RunLease {
                         run_id: run.id,
@@ -164,6 +208,10 @@ pub async fn heartbeat(
         .store
         .renew_leases(&session.record.worker_id, &held, lease_expires_at, now)
         .await?;
+    for run_id in &renewal.resumed {
+        tracing::warn!(run_id, worker_id = %session.record.worker_id, "the worker of a LOST run is back; its apply goes on");
+        state.signals.run_changed(run_id);
+    }
     for run_id in &renewal.abandon {
         tracing::warn!(run_id, worker_id = %session.record.worker_id, "worker told to abandon a run it no longer holds");
     }

@@ -121,8 +121,27 @@ pub async fn register(
         token_hash: hash_secret(&session_token),
         expires_at: now + state.config.session_ttl.as_millis() as i64,
     };
-    let record = state.store.register_worker(&worker, &session, now).await?;
-    tracing::info!(worker_id = %record.id, pool_id = %pool.id, version = %request.version, "worker registered");
+    let resumed = match &request.resume_worker_id {
+        Some(worker_id) => {
+            let session = NewSession {
+                worker_id: worker_id.clone(),
+                ..session.clone()
+            };
+            state.store.resume_worker(&worker, &session, now).await?
+        }
+        None => None,
+    };
+    let record = match resumed {
+        Some(record) => {
+            tracing::info!(worker_id = %record.id, pool_id = %pool.id, "worker resumed under a new session");
+            record
+        }
+        None => {
+            let record = state.store.register_worker(&worker, &session, now).await?;
+            tracing::info!(worker_id = %record.id, pool_id = %pool.id, version = %request.version, "worker registered");
+            record
+        }
+    };
     Ok(Json(RegisterResponse {
         worker_id: record.id,
         session_token,

@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use gantry_store::{ChunkWrite, RunEnd, RunRecord};
 use gantry_wire::error::ErrorCode;
-use gantry_wire::run::RunState;
+use gantry_wire::run::{RunState, RunType};
 use gantry_wire::worker::{FinishRun, Outcome, ReportState};
 
 use crate::auth::WorkerSession;
@@ -100,6 +100,50 @@ fn stored_seq(log_base: i64, seq: u64) -> Option<u64> {
         .filter(|stored| *stored <= i64::MAX as u64)
 }
 
+/// The most chunks one lease's log may have: 16 Mi chunks of up to 1 MiB.
+const MAX_LOG_CHUNKS: u64 = 1 << 24;
+/// `logs_incomplete` lists at most this many missing chunks at a time.
+const MAX_MISSING_LISTED: u64 = 1000;
+
+/// Where this lease's log ends in the store, when `log_chunks` is in range.
+fn stored_end(base: u64, log_chunks: u64) -> Option<u64> {
+    (log_chunks <= MAX_LOG_CHUNKS)
+        .then(|| base.checked_add(log_chunks))
+        .flatten()
+        .filter(|end| *end <= i64::MAX as u64)
+}
+
+/// A finish retried after the first one ended the run: the same outcome is
+/// a success (the answer was lost on the way), another is a conflict.
+async fn finish_again(
+    state: &AppState,
+    run_id: &str,
+    request: &FinishRun,
+) -> ApiResult<StatusCode> {
+    let wanted = outcome_state(request.outcome);
+    let current = state
+        .store
+        .find_run(run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {run_id}")))?;
+    if Some(current.state) == wanted {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    Err(ApiError::new(
+        ErrorCode::LeaseLost,
+        format!("run {run_id} already ended {}; abandon it", current.state),
+    ))
+}
+
+fn outcome_state(outcome: Outcome) -> Option<RunState> {
+    match outcome {
+        Outcome::Succeeded => Some(RunState::Finished),
+        Outcome::Failed => Some(RunState::Failed),
+        Outcome::Stopped => Some(RunState::Stopped),
+        Outcome::Planned => None,
+    }
+}
+
 /// Ends the run. Refused with `logs_incomplete` while any chunk below
 /// `log_chunks` is missing: the launcher uploads those and tries again.
 #[utoipa::path(post, path = "/worker/runs/{run}/finish", tag = "worker protocol", request_body = FinishRun,
@@ -112,20 +156,52 @@ pub async fn finish_run(
     Json(request): Json<FinishRun>,
 ) -> ApiResult<StatusCode> {
     let run = held_run(&state, &session, &run_id).await?;
+    // The lease first: nothing below may cost the server anything for a
+    // caller that holds no lease on the run.
+    if run.lease_id.as_deref() != Some(request.lease_id.as_str()) || !run.state.is_held() {
+        if run.lease_id.as_deref() == Some(request.lease_id.as_str()) && run.state.is_terminal() {
+            return finish_again(&state, &run_id, &request).await;
+        }
+        return Err(ApiError::new(
+            ErrorCode::LeaseLost,
+            "this worker holds no lease on that run; abandon it",
+        ));
+    }
+    if request.outcome == Outcome::Planned
+        && !(run.state == RunState::Planning
+            && matches!(run.run_type, RunType::Tracked | RunType::Destroy))
+    {
+        return Err(ApiError::invalid(
+            "outcome",
+            format!(
+                "`planned` ends only the PLANNING phase of a tracked or destroy run; run {run_id} is a {} run in {}",
+                run.run_type.as_str(),
+                run.state
+            ),
+        ));
+    }
     let base = run.log_base.max(0) as u64;
+    let end = stored_end(base, request.log_chunks).ok_or_else(|| {
+        ApiError::invalid(
+            "log_chunks",
+            format!(
+                "{} log chunks is more than a run may have ({MAX_LOG_CHUNKS})",
+                request.log_chunks
+            ),
+        )
+    })?;
     let missing: Vec<u64> = state
         .store
-        .missing_log_chunks(&run_id, base + request.log_chunks)
+        .missing_log_chunks(&run_id, base, end, MAX_MISSING_LISTED)
         .await?
         .into_iter()
-        .filter(|seq| *seq >= base)
         .map(|seq| seq - base)
         .collect();
     if !missing.is_empty() {
         return Err(ApiError::new(
             ErrorCode::LogsIncomplete,
             format!(
-                "{} log chunk(s) missing; upload them, then finish again",
+                "log chunks missing (the first {} listed); upload them, then finish again",
                 missing.len()
             ),
         )
@@ -141,12 +217,7 @@ pub async fn finish_run(
         return Ok(StatusCode::NO_CONTENT);
     }
     let end = RunEnd {
-        state: match request.outcome {
-            Outcome::Succeeded => RunState::Finished,
-            Outcome::Failed => RunState::Failed,
-            Outcome::Stopped => RunState::Stopped,
-            Outcome::Planned => unreachable!("handled above"),
-        },
+        state: outcome_state(request.outcome).expect("planned is handled above"),
         exit_code: request.exit_code,
         reason: request.reason,
     };
@@ -165,7 +236,18 @@ pub async fn finish_run(
 
 #[cfg(test)]
 mod tests {
-    use super::stored_seq;
+    use super::{stored_end, stored_seq, MAX_LOG_CHUNKS};
+
+    #[test]
+    fn a_finish_names_a_bounded_log_without_overflow() {
+        assert_eq!(stored_end(0, 3), Some(3));
+        assert_eq!(stored_end(7, 3), Some(10));
+        assert_eq!(stored_end(0, MAX_LOG_CHUNKS), Some(MAX_LOG_CHUNKS));
+        assert_eq!(stored_end(0, MAX_LOG_CHUNKS + 1), None);
+        assert_eq!(stored_end(0, u64::MAX), None);
+        assert_eq!(stored_end(u64::MAX - 1, 3), None);
+        assert_eq!(stored_end(i64::MAX as u64, 1), None);
+    }
 
     #[test]
     fn chunks_follow_the_earlier_phases_within_the_stores_range() {

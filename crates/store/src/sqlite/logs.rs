@@ -1,7 +1,6 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::runs::LEASED;
 use super::SqliteStore;
 use crate::{ChunkWrite, LogChunk, LogStore, Result, StoreError};
 
@@ -31,9 +30,12 @@ impl LogStore for SqliteStore {
                 )))
             };
         }
-        let held: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
-        ))
+        // The lease that made the log may complete it even after the run
+        // ended (a launcher restarted on its work directory uploads what it
+        // spooled before it died); chunks are still written once.
+        let held: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE id = ? AND lease_id = ?"
+        )
         .bind(run_id)
         .bind(lease_id)
         .fetch_optional(&mut *tx)
@@ -80,22 +82,35 @@ impl LogStore for SqliteStore {
         Ok(chunks)
     }
 
-    async fn missing_log_chunks(&self, run_id: &str, count: u64) -> Result<Vec<u64>> {
-        let present: Vec<i64> = sqlx::query_scalar(
-            "SELECT seq FROM log_chunks WHERE run_id = ? AND seq < ? ORDER BY seq",
+    async fn missing_log_chunks(
+        &self,
+        run_id: &str,
+        from: u64,
+        to: u64,
+        limit: u64,
+    ) -> Result<Vec<u64>> {
+        let (from, to) = (from.min(i64::MAX as u64), to.min(i64::MAX as u64));
+        // Walks the stored numbers in order, and stops at `limit` gaps: the
+        // cost is bounded by what is stored, never by what a caller claims.
+        let mut present = sqlx::query_scalar::<_, i64>(
+            "SELECT seq FROM log_chunks WHERE run_id = ? AND seq >= ? AND seq < ? ORDER BY seq",
         )
         .bind(run_id)
-        .bind(count as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        let mut present = present.into_iter().map(|s| s as u64).peekable();
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch(&self.reader);
         let mut missing = Vec::new();
-        for seq in 0..count {
-            if present.peek() == Some(&seq) {
-                present.next();
-            } else {
-                missing.push(seq);
+        let mut next = from;
+        while (missing.len() as u64) < limit && next < to {
+            let upto = match futures_util::TryStreamExt::try_next(&mut present).await? {
+                Some(seq) => seq as u64,
+                None => to,
+            };
+            while next < upto && (missing.len() as u64) < limit {
+                missing.push(next);
+                next += 1;
             }
+            next = upto + 1;
         }
         Ok(missing)
     }

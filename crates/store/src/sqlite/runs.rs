@@ -9,8 +9,12 @@ use crate::{
     TransitionRecord,
 };
 
-/// The states in which a worker holds the run's lease.
+/// The states in which a worker holds the run's lease, and must renew it.
 pub(super) const LEASED: &str = "('PREPARING','INITIALIZING','PLANNING','CONFIRMED','APPLYING')";
+/// The states in which the run's lease ID still speaks for it: leased, or
+/// LOST (the lease ran out during an apply; its worker may come back).
+pub(super) const HELD: &str =
+    "('PREPARING','INITIALIZING','PLANNING','CONFIRMED','APPLYING','LOST')";
 pub(super) const TERMINAL: &str = "('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')";
 
 pub(super) fn run_from_row(row: &SqliteRow) -> RunRecord {
@@ -174,7 +178,7 @@ impl RunStore for SqliteStore {
             let lease_id = new_id();
             let claimed_run: Option<(String, String)> = sqlx::query_as(
                 "UPDATE runs SET state = CASE state WHEN 'CONFIRMED' THEN 'APPLYING' ELSE 'PREPARING' END,
-                    worker_id = ?, lease_id = ?, lease_expires_at = ?, updated_at = ?
+                    worker_id = ?, lease_id = ?, lease_expires_at = ?, updated_at = ?, stop_requested = 0
                  WHERE seq = (SELECT seq FROM runs WHERE pool_id = ? AND state IN ('READY', 'CONFIRMED')
                               AND lease_id IS NULL ORDER BY seq LIMIT 1)
                  RETURNING id, state",
@@ -212,17 +216,32 @@ impl RunStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         for lease in held {
-            let updated = sqlx::query(&format!(
-                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_id = ? AND worker_id = ? AND state IN {LEASED}"
+            let state: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND worker_id = ? AND state IN {HELD}"
             ))
-            .bind(lease_expires_at)
             .bind(&lease.run_id)
             .bind(&lease.lease_id)
             .bind(worker_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(state) = state else {
+                renewal.abandon.push(lease.run_id.clone());
+                continue;
+            };
+            sqlx::query(
+                "UPDATE runs SET lease_expires_at = ?,
+                    state = CASE state WHEN 'LOST' THEN 'APPLYING' ELSE state END
+                 WHERE id = ?",
+            )
+            .bind(lease_expires_at)
+            .bind(&lease.run_id)
             .execute(&mut *tx)
             .await?;
-            if updated.rows_affected() == 0 {
-                renewal.abandon.push(lease.run_id.clone());
+            if state == "LOST" {
+                let reason = "its worker is back: the apply goes on";
+                record_transition(&mut tx, &lease.run_id, RunState::Applying, Some(reason), now)
+                    .await?;
+                renewal.resumed.push(lease.run_id.clone());
             }
         }
         tx.commit().await?;
@@ -231,7 +250,7 @@ impl RunStore for SqliteStore {
 
     async fn stop_requests(&self, worker_id: &str) -> Result<Vec<String>> {
         let ids = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE worker_id = ? AND stop_requested = 1 AND state IN {LEASED} ORDER BY seq"
+            "SELECT id FROM runs WHERE worker_id = ? AND stop_requested = 1 AND state IN {HELD} ORDER BY seq"
         ))
         .bind(worker_id)
         .fetch_all(&self.reader)
@@ -248,7 +267,7 @@ impl RunStore for SqliteStore {
     ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
         let previous: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+            "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
@@ -280,7 +299,7 @@ impl RunStore for SqliteStore {
     ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
         let held: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
@@ -323,7 +342,8 @@ impl RunStore for SqliteStore {
                 )
                 .await?;
             }
-            state if state.is_leased() => {
+            state if state.is_held() => {
+                // A LOST run's worker sees the stop if it comes back.
                 sqlx::query("UPDATE runs SET stop_requested = 1, updated_at = ? WHERE id = ?")
                     .bind(now)
                     .bind(run_id)
@@ -348,17 +368,40 @@ impl RunStore for SqliteStore {
 
     async fn expire_leases(&self, now: i64) -> Result<Vec<RunRecord>> {
         let mut tx = self.writer.begin().await?;
-        let expired: Vec<(String, Option<String>, i64)> = sqlx::query_as(&format!(
-            "SELECT id, worker_id, lease_expires_at FROM runs WHERE state IN {LEASED} AND lease_expires_at < ?"
-        ))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
+        let expired: Vec<(String, Option<String>, String, Option<String>)> =
+            sqlx::query_as(&format!(
+                "SELECT id, worker_id, state, stack_id FROM runs
+                 WHERE state IN {LEASED} AND lease_expires_at < ?"
+            ))
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut ended = Vec::new();
-        for (run_id, worker_id, _) in expired {
+        for (run_id, worker_id, state, stack_id) in expired {
+            let worker = worker_id.unwrap_or_default();
+            if state == "APPLYING" && stack_id.is_some() {
+                // The apply may still be running and may still write state:
+                // nothing else may touch the stack until we know.
+                let reason = format!(
+                    "worker lost during the apply: worker {worker} sent no heartbeat before the run's lease \
+                     expired; the stack stays locked by this run until the worker comes back with its state, \
+                     or an operator gives up on it with `gantry stack state unlock STACK --force`"
+                );
+                sqlx::query(
+                    "UPDATE runs SET state = 'LOST', reason = ?, lease_expires_at = NULL, updated_at = ?
+                     WHERE id = ?",
+                )
+                .bind(&reason)
+                .bind(now)
+                .bind(&run_id)
+                .execute(&mut *tx)
+                .await?;
+                record_transition(&mut tx, &run_id, RunState::Lost, Some(&reason), now).await?;
+                ended.push(run_by_id(&mut tx, &run_id).await?);
+                continue;
+            }
             let reason = format!(
-                "worker lost: worker {} sent no heartbeat before the run's lease expired",
-                worker_id.unwrap_or_default()
+                "worker lost: worker {worker} sent no heartbeat before the run's lease expired"
             );
             if end_run_in_tx(&mut tx, &run_id, "FAILED", None, Some(&reason), now).await? {
                 ended.push(run_by_id(&mut tx, &run_id).await?);
@@ -366,6 +409,17 @@ impl RunStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(ended)
+    }
+
+    async fn extend_leases(&self, at: i64) -> Result<u64> {
+        let moved = sqlx::query(&format!(
+            "UPDATE runs SET lease_expires_at = ? WHERE state IN {LEASED} AND lease_expires_at < ?"
+        ))
+        .bind(at)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(moved.rows_affected())
     }
 
     async fn fail_orphaned_run(
@@ -378,7 +432,7 @@ impl RunStore for SqliteStore {
     ) -> Result<Option<RunRecord>> {
         let mut tx = self.writer.begin().await?;
         let held: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE id = ? AND pool_id = ? AND lease_id = ? AND state IN {LEASED}"
+            "SELECT id FROM runs WHERE id = ? AND pool_id = ? AND lease_id = ? AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(pool_id)

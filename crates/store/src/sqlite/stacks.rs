@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::at_rest::{SECRET_ENV, WORKSPACE};
-use super::runs::{fenced_error, record_transition, run_by_id, LEASED, TERMINAL};
+use super::runs::{fenced_error, record_transition, run_by_id, HELD, TERMINAL};
 use super::{from_json, new_id, to_json, SqliteStore};
 use crate::{PlanReport, Result, RunRecord, StackRecord, StackStore, StoreError};
 
@@ -310,7 +310,7 @@ impl StackStore for SqliteStore {
         let updated = sqlx::query(&format!(
             "UPDATE runs SET commit_sha = COALESCE(?, commit_sha), plan = COALESCE(?, plan),
                 outputs = COALESCE(?, outputs), updated_at = ?
-             WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+             WHERE id = ? AND lease_id = ? AND state IN {HELD}"
         ))
         .bind(&report.commit_sha)
         .bind(&report.plan)
@@ -337,12 +337,14 @@ impl StackStore for SqliteStore {
     ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
         let updated = sqlx::query(&format!(
-            "UPDATE runs SET state = 'UNCONFIRMED', lease_id = NULL, lease_expires_at = NULL,
-                log_base = log_base + ?, updated_at = ?
-             WHERE id = ? AND lease_id = ? AND state IN {LEASED}
+            "UPDATE runs SET state = 'UNCONFIRMED', lease_expires_at = NULL,
+                log_base = log_base + ?, updated_at = ?, stop_requested = 0
+             WHERE id = ? AND lease_id = ? AND state = 'PLANNING' AND run_type IN ('tracked', 'destroy')
                AND EXISTS (SELECT 1 FROM run_workspaces w WHERE w.run_id = runs.id)"
         ))
-        .bind(log_chunks as i64)
+        .bind(i64::try_from(log_chunks).map_err(|_| {
+            StoreError::Conflict(format!("{log_chunks} log chunks is out of range"))
+        })?)
         .bind(now)
         .bind(run_id)
         .bind(lease_id)
@@ -350,15 +352,26 @@ impl StackStore for SqliteStore {
         .await?;
         if updated.rows_affected() == 0 {
             let current = run_by_id(&mut tx, run_id).await?;
-            if current.state == RunState::Unconfirmed {
+            if current.state == RunState::Unconfirmed && current.lease_id.as_deref() == Some(lease_id)
+            {
                 return Ok(current); // a retried report whose first attempt landed
             }
-            if current.lease_id.as_deref() == Some(lease_id) {
-                return Err(StoreError::Conflict(
-                    "upload the run's workspace before reporting it planned".into(),
-                ));
+            if current.lease_id.as_deref() != Some(lease_id) {
+                return Err(StoreError::LeaseLost);
             }
-            return Err(StoreError::LeaseLost);
+            if current.state != RunState::Planning
+                || !matches!(current.run_type, RunType::Tracked | RunType::Destroy)
+            {
+                return Err(StoreError::Conflict(format!(
+                    "outcome `planned` ends only the PLANNING phase of a tracked or destroy run; \
+                     run {run_id} is a {} run in {}",
+                    current.run_type.as_str(),
+                    current.state
+                )));
+            }
+            return Err(StoreError::Conflict(
+                "upload the run's workspace before reporting it planned".into(),
+            ));
         }
         sqlx::query("DELETE FROM run_credentials WHERE run_id = ?")
             .bind(run_id)
@@ -377,7 +390,7 @@ impl StackStore for SqliteStore {
     async fn put_workspace(&self, run_id: &str, lease_id: &str, data: &[u8]) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         let held: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {LEASED}"
+            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
@@ -399,7 +412,7 @@ impl StackStore for SqliteStore {
     async fn workspace(&self, run_id: &str, lease_id: &str) -> Result<Option<Vec<u8>>> {
         let row: Option<(Option<String>, Option<Vec<u8>>)> = sqlx::query_as(&format!(
             "SELECT r.id, w.data FROM runs r LEFT JOIN run_workspaces w ON w.run_id = r.id
-             WHERE r.id = ? AND r.lease_id = ? AND r.state IN {LEASED}"
+             WHERE r.id = ? AND r.lease_id = ? AND r.state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
@@ -418,7 +431,9 @@ impl StackStore for SqliteStore {
     async fn confirm_run(&self, run_id: &str, now: i64) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
         let updated = sqlx::query(
-            "UPDATE runs SET state = 'CONFIRMED', updated_at = ? WHERE id = ? AND state = 'UNCONFIRMED'",
+            // The plan's lease ID stays on an UNCONFIRMED run, for its
+            // worker's retried reports; the apply gets a lease of its own.
+            "UPDATE runs SET state = 'CONFIRMED', lease_id = NULL, updated_at = ? WHERE id = ? AND state = 'UNCONFIRMED'",
         )
         .bind(now)
         .bind(run_id)
@@ -489,7 +504,7 @@ impl StackStore for SqliteStore {
         let run_id = sqlx::query_scalar(&format!(
             "SELECT r.id FROM run_credentials c JOIN runs r ON r.id = c.run_id
              WHERE c.token_hash = ? AND c.stack_id = ? AND r.stack_id = c.stack_id
-               AND r.lease_id = c.lease_id AND r.state IN {LEASED}"
+               AND r.lease_id = c.lease_id AND r.state IN {HELD}"
         ))
         .bind(token_hash)
         .bind(stack_id)

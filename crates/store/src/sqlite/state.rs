@@ -2,11 +2,15 @@
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use gantry_pki::at_rest::SecretsKeyring;
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::at_rest::STATE;
+use super::runs::{end_run_in_tx, run_by_id, run_from_row, HELD};
 use super::SqliteStore;
-use crate::{LockResult, NewStateVersion, Result, StateStore, StateVersionRecord, StoreError};
+use crate::{
+    LockResult, NewStateVersion, Result, RunRecord, StateStore, StateVersionRecord, StoreError,
+};
 
 fn version_from_row(row: &SqliteRow) -> StateVersionRecord {
     StateVersionRecord {
@@ -32,6 +36,42 @@ impl SqliteStore {
         let data = STATE.open_blob(&self.keyring, &context, row.get("data"))?;
         Ok((record, data))
     }
+}
+
+/// Inserts the stack's next state version, encrypted at rest.
+async fn insert_version(
+    tx: &mut Transaction<'_, Sqlite>,
+    keyring: &SecretsKeyring,
+    stack_id: &str,
+    state: &NewStateVersion,
+    now: i64,
+) -> Result<StateVersionRecord> {
+        // The single writer makes this read-then-insert race-free; the version
+        // is needed up front because the ciphertext is bound to it.
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?",
+        )
+        .bind(stack_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        let context = STATE.context(&[stack_id, &version.to_string()]);
+        let row = sqlx::query(
+            "INSERT INTO state_versions (stack_id, version, serial, lineage, resources, sha256, data, run_id, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             RETURNING *",
+        )
+        .bind(stack_id)
+        .bind(version)
+        .bind(state.serial)
+        .bind(&state.lineage)
+        .bind(state.resources)
+        .bind(&state.sha256)
+        .bind(STATE.seal_blob(keyring, &context, &state.data))
+        .bind(&state.run_id)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(version_from_row(&row))
 }
 
 #[async_trait]
@@ -74,33 +114,9 @@ impl StateStore for SqliteStore {
                 )))
             }
         }
-        // The single writer makes this read-then-insert race-free; the version
-        // is needed up front because the ciphertext is bound to it.
-        let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?",
-        )
-        .bind(stack_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let context = STATE.context(&[stack_id, &version.to_string()]);
-        let row = sqlx::query(
-            "INSERT INTO state_versions (stack_id, version, serial, lineage, resources, sha256, data, run_id, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             RETURNING *",
-        )
-        .bind(stack_id)
-        .bind(version)
-        .bind(state.serial)
-        .bind(&state.lineage)
-        .bind(state.resources)
-        .bind(&state.sha256)
-        .bind(STATE.seal_blob(&self.keyring, &context, &state.data))
-        .bind(&state.run_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        let version = insert_version(&mut tx, &self.keyring, stack_id, state, now).await?;
         tx.commit().await?;
-        Ok(version_from_row(&row))
+        Ok(version)
     }
 
     async fn lock_state(
@@ -162,6 +178,96 @@ impl StateStore for SqliteStore {
                 .fetch_optional(&self.writer)
                 .await?,
         )
+    }
+
+    async fn put_recovered_state(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        state: &NewStateVersion,
+        now: i64,
+    ) -> Result<StateVersionRecord> {
+        let mut tx = self.writer.begin().await?;
+        let stack_id: Option<Option<String>> = sqlx::query_scalar(&format!(
+            "SELECT stack_id FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
+        ))
+        .bind(run_id)
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let stack_id = match stack_id {
+            Some(Some(stack_id)) => stack_id,
+            Some(None) => {
+                return Err(StoreError::Conflict(format!(
+                    "run {run_id} is not a stack run: it has no state"
+                )))
+            }
+            None => return Err(super::runs::fenced_error(&mut tx, run_id).await),
+        };
+        let lock: Option<Option<String>> =
+            sqlx::query_scalar("SELECT run_id FROM state_locks WHERE stack_id = ?")
+                .bind(&stack_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(holder) = lock {
+            if holder.as_deref() != Some(run_id) {
+                return Err(StoreError::Conflict(
+                    "the stack's state is locked by someone else; this run's state was not stored".into(),
+                ));
+            }
+        }
+        let current = sqlx::query(
+            "SELECT version, serial, lineage, resources, sha256, run_id, created_at
+             FROM state_versions WHERE stack_id = ? ORDER BY version DESC LIMIT 1",
+        )
+        .bind(&stack_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| version_from_row(&row));
+        if let Some(current) = &current {
+            if current.sha256 == state.sha256 {
+                return Ok(current.clone());
+            }
+            if current.lineage != state.lineage || state.serial < current.serial {
+                return Err(StoreError::Conflict(format!(
+                    "the uploaded state (serial {}, lineage {}) does not continue the stack's current state \
+                     (serial {}, lineage {})",
+                    state.serial, state.lineage, current.serial, current.lineage
+                )));
+            }
+        }
+        let version = insert_version(&mut tx, &self.keyring, &stack_id, state, now).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn lost_run(&self, stack_id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE stack_id = ? AND state = 'LOST'")
+            .bind(stack_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(run_from_row))
+    }
+
+    async fn give_up_lost_run(
+        &self,
+        stack_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<RunRecord>> {
+        let mut tx = self.writer.begin().await?;
+        let run_id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE stack_id = ? AND state = 'LOST'")
+                .bind(stack_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(run_id) = run_id else {
+            return Ok(None);
+        };
+        end_run_in_tx(&mut tx, &run_id, "FAILED", None, Some(reason), now).await?;
+        let record = run_by_id(&mut tx, &run_id).await?;
+        tx.commit().await?;
+        Ok(Some(record))
     }
 
     async fn state_versions(&self, stack_id: &str) -> Result<Vec<StateVersionRecord>> {

@@ -94,6 +94,42 @@ impl WorkerStore for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("worker {id}")))
     }
 
+    async fn resume_worker(
+        &self,
+        worker: &NewWorker,
+        session: &NewSession,
+        now: i64,
+    ) -> Result<Option<WorkerRecord>> {
+        let mut tx = self.writer.begin().await?;
+        let resumed = sqlx::query(
+            "UPDATE workers SET version = ?, hostname = ?, tags = ?, max_concurrent_runs = ?, last_seen = ?
+             WHERE id = ? AND pool_id = ? AND pool_generation = ? AND gone_at IS NULL",
+        )
+        .bind(&worker.version)
+        .bind(&worker.hostname)
+        .bind(to_json(&worker.tags))
+        .bind(worker.max_concurrent_runs as i64)
+        .bind(now)
+        .bind(&session.worker_id)
+        .bind(&worker.pool_id)
+        .bind(worker.pool_generation)
+        .execute(&mut *tx)
+        .await?;
+        if resumed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.worker_id)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        worker_by_id(&self.writer, &session.worker_id).await
+    }
+
     async fn add_session(&self, session: &NewSession, now: i64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM worker_sessions WHERE worker_id = ? AND expires_at < ?")
