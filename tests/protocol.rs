@@ -32,6 +32,7 @@ fn signed(pool: &Pool, key: &PoolPrivateKey, version: &str, nonce: &str) -> Regi
         nonce: nonce.into(),
         signature: base64::engine::general_purpose::STANDARD.encode(signature),
         orphaned_runs: vec![],
+        resume_worker_id: None,
     }
 }
 

@@ -432,6 +432,7 @@ pub fn register_raw(server: &Server, pool: &Pool, nonce: &str) -> String {
             &gantry_wire::worker::registration_message(&token.pool_id, timestamp_ms, nonce),
         )),
         orphaned_runs: vec![],
+        resume_worker_id: None,
     };
     let body: Value = server
         .http()

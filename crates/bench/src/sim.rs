@@ -48,6 +48,7 @@ pub fn registration(pool: &PoolCredentials, hostname: &str) -> RegisterRequest {
         nonce,
         signature,
         orphaned_runs: Vec::new(),
+        resume_worker_id: None,
     }
 }
 
@@ -195,6 +196,7 @@ impl Worker {
             &PollRequest {
                 free_slots,
                 wait_ms,
+                known: Default::default(),
             },
             timeout,
         )

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gantry_wire::worker::{HeartbeatRequest, HeldLease, Instructions, PollRequest, RunLease};
+use gantry_wire::worker::{
+    HeartbeatRequest, HeldLease, Instructions, KnownInstructions, PollRequest, RunLease,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -22,6 +24,7 @@ use crate::config::Config;
 use crate::executor::Executor;
 use crate::exit;
 use crate::orphans::InFlightRuns;
+use crate::register::SessionKeeper;
 use crate::run::{self, Control, RunContext};
 
 const POLL_WAIT: Duration = Duration::from_secs(20);
@@ -33,8 +36,11 @@ enum Event {
     Refused(CallError),
 }
 
+/// A run in flight, under one lease. Keyed by lease ID, never by run ID: a
+/// tracked run's plan and apply are two leases of one run, and may overlap
+/// on one launcher (the plan's task still ending as the apply arrives).
 struct RunHandle {
-    lease_id: String,
+    run_id: String,
     control: mpsc::UnboundedSender<Control>,
 }
 
@@ -50,6 +56,8 @@ struct Shared {
     poll_with_slots: AtomicBool,
     /// A run ended: a poll sent with no free slot should be sent again.
     slot_freed: tokio::sync::Notify,
+    /// Runs we were told to stop and still run.
+    stopping: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -64,16 +72,28 @@ impl Shared {
     fn held_leases(&self) -> Vec<HeldLease> {
         let runs = self.runs.lock().expect("runs lock");
         runs.iter()
-            .map(|(id, h)| HeldLease {
-                run_id: id.clone(),
-                lease_id: h.lease_id.clone(),
+            .map(|(lease_id, h)| HeldLease {
+                run_id: h.run_id.clone(),
+                lease_id: lease_id.clone(),
             })
             .collect()
     }
 
+    /// Tells every lease of the run (there is one, but for a plan ending as
+    /// its apply starts).
     fn control(&self, run_id: &str, message: Control) {
-        if let Some(handle) = self.runs.lock().expect("runs lock").get(run_id) {
-            let _ = handle.control.send(message);
+        for handle in self.runs.lock().expect("runs lock").values() {
+            if handle.run_id == run_id {
+                let _ = handle.control.send(message.clone());
+            }
+        }
+    }
+
+    /// The stops this launcher already acts on, for the poll.
+    fn known(&self) -> KnownInstructions {
+        KnownInstructions {
+            stop: self.stopping.lock().expect("stopping lock").clone(),
+            exit: self.leaving.load(Ordering::Acquire),
         }
     }
 
@@ -111,7 +131,7 @@ pub async fn run(config: Config) -> u8 {
         }
     };
     let orphans = in_flight.left_behind();
-    let registration = match crate::register::register(&client, &config, &orphans).await {
+    let registration = match crate::register::register(&client, &config, &orphans, None).await {
         Ok(registration) => registration,
         Err(error) => return refused_at_start(&config, &error),
     };
@@ -139,17 +159,24 @@ pub async fn run(config: Config) -> u8 {
         drained: AtomicBool::new(false),
         poll_with_slots: AtomicBool::new(false),
         slot_freed: tokio::sync::Notify::new(),
+        stopping: Mutex::new(Vec::new()),
     });
     let (events, mut inbox) = mpsc::unbounded_channel();
     let heartbeat_interval = Duration::from_millis(registration.heartbeat_interval_ms.max(100));
+    let keeper = Arc::new(SessionKeeper::new(
+        config.clone(),
+        registration.worker_id.clone(),
+    ));
     let poll_task = tokio::spawn(poll_loop(
         client.clone(),
+        keeper.clone(),
         shared.clone(),
         config.max_concurrent_runs,
         events.clone(),
     ));
     let heartbeat_task = tokio::spawn(heartbeat_loop(
         client.clone(),
+        keeper.clone(),
         shared.clone(),
         heartbeat_interval,
         events.clone(),
@@ -186,13 +213,14 @@ pub async fn run(config: Config) -> u8 {
                 Event::Leases(leases) => {
                     for lease in leases {
                         let (control, receiver) = mpsc::unbounded_channel();
-                        shared.runs.lock().expect("runs lock").insert(lease.run_id.clone(), RunHandle { lease_id: lease.lease_id.clone(), control });
+                        shared.runs.lock().expect("runs lock").insert(lease.lease_id.clone(), RunHandle { run_id: lease.run_id.clone(), control });
                         let ctx = ctx.clone();
                         let shared = shared.clone();
                         tasks.spawn(async move {
-                            let run_id = lease.run_id.clone();
+                            let (run_id, lease_id) = (lease.run_id.clone(), lease.lease_id.clone());
                             run::execute(ctx, lease, receiver).await;
-                            shared.runs.lock().expect("runs lock").remove(&run_id);
+                            shared.runs.lock().expect("runs lock").remove(&lease_id);
+                            shared.stopping.lock().expect("stopping lock").retain(|id| *id != run_id);
                             shared.running.fetch_sub(1, Ordering::AcqRel);
                             shared.slot_freed.notify_one();
                         });
@@ -200,7 +228,12 @@ pub async fn run(config: Config) -> u8 {
                 }
                 Event::Instructions(instructions) => {
                     for run_id in &instructions.stop {
-                        shared.control(run_id, Control::Stop("a user stopped the run".into()));
+                        let mut stopping = shared.stopping.lock().expect("stopping lock");
+                        if !stopping.contains(run_id) {
+                            stopping.push(run_id.clone());
+                            drop(stopping);
+                            shared.control(run_id, Control::Stop("a user stopped the run".into()));
+                        }
                     }
                     for run_id in &instructions.abandon {
                         shared.control(run_id, Control::Abandon);
@@ -276,6 +309,7 @@ fn refused_at_start(config: &Config, error: &CallError) -> u8 {
 
 async fn poll_loop(
     client: Arc<ControlPlane>,
+    keeper: Arc<SessionKeeper>,
     shared: Arc<Shared>,
     max: u32,
     events: mpsc::UnboundedSender<Event>,
@@ -289,7 +323,9 @@ async fn poll_loop(
         let request = PollRequest {
             free_slots,
             wait_ms: POLL_WAIT.as_millis() as u64,
+            known: shared.known(),
         };
+        let generation = client.session_generation();
         let result = if free_slots == 0 {
             // A poll without free slots cannot bring leases, so it is safe
             // to abandon when a slot frees up: poll again, asking for work.
@@ -314,8 +350,10 @@ async fn poll_loop(
             }
             Err(error) if error.code() == Some("unauthorized") => {
                 shared.poll_with_slots.store(false, Ordering::Release);
-                let _ = events.send(Event::Refused(error));
-                return;
+                if let Err(error) = keeper.renew(&client, generation).await {
+                    let _ = events.send(Event::Refused(error));
+                    return;
+                }
             }
             Err(error) => {
                 shared.poll_with_slots.store(false, Ordering::Release);
@@ -329,6 +367,7 @@ async fn poll_loop(
 
 async fn heartbeat_loop(
     client: Arc<ControlPlane>,
+    keeper: Arc<SessionKeeper>,
     shared: Arc<Shared>,
     interval: Duration,
     events: mpsc::UnboundedSender<Event>,
@@ -341,6 +380,7 @@ async fn heartbeat_loop(
             runs: shared.held_leases(),
             draining: shared.leaving.load(Ordering::Acquire),
         };
+        let generation = client.session_generation();
         match client.heartbeat(&request).await {
             Ok(response) => {
                 if let Some(token) = response.session_token {
@@ -351,8 +391,12 @@ async fn heartbeat_loop(
                 }
             }
             Err(error) if error.code() == Some("unauthorized") => {
-                let _ = events.send(Event::Refused(error));
-                return;
+                if let Err(error) = keeper.renew(&client, generation).await {
+                    let _ = events.send(Event::Refused(error));
+                    return;
+                }
+                // Renew the leases under the new session at once.
+                ticker.reset_immediately();
             }
             Err(error) => tracing::warn!(%error, "heartbeat failed; retrying at the next interval"),
         }

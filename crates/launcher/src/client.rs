@@ -41,6 +41,24 @@ impl CallError {
         }
     }
 
+    /// Retrying cannot help: the control plane refuses the request itself
+    /// (400, 403, 404, 409, 413…). A 401 is not permanent: the session ran
+    /// out, and the agent registers again (`register::SessionKeeper`).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            CallError::Unreachable(_) => false,
+            CallError::Api { status, .. } | CallError::Unexpected { status, .. } => {
+                status.is_client_error()
+                    && !matches!(
+                        *status,
+                        StatusCode::UNAUTHORIZED
+                            | StatusCode::REQUEST_TIMEOUT
+                            | StatusCode::TOO_MANY_REQUESTS
+                    )
+            }
+        }
+    }
+
     pub fn is_lease_lost(&self) -> bool {
         self.code() == Some("lease_lost")
     }
@@ -50,6 +68,9 @@ pub struct ControlPlane {
     http: reqwest::Client,
     base: String,
     session: RwLock<String>,
+    /// Bumped by every new session token: tells a task whether the session
+    /// its call failed under was already replaced.
+    session_generation: std::sync::atomic::AtomicU64,
 }
 
 impl ControlPlane {
@@ -72,11 +93,19 @@ impl ControlPlane {
                 gantry_wire::API_PREFIX
             ),
             session: RwLock::new(String::new()),
+            session_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     pub fn set_session(&self, token: String) {
         *self.session.write().expect("session lock") = token;
+        self.session_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub fn session_generation(&self) -> u64 {
+        self.session_generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn request(&self, method: Method, path: &str, timeout: Duration) -> RequestBuilder {
@@ -227,6 +256,25 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Hands over the state an apply could not save (see `recovery`).
+    pub async fn put_recovered_state(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        state: Vec<u8>,
+    ) -> Result<gantry_wire::stack::StateVersion, CallError> {
+        let request = self
+            .request(
+                Method::PUT,
+                &format!("/worker/runs/{run_id}/terraform-state"),
+                Duration::from_secs(60),
+            )
+            .header(gantry_wire::LEASE_HEADER, lease_id)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(state);
+        self.send(request).await
+    }
+
     pub async fn deregister(&self) -> Result<(), CallError> {
         let _: Option<()> = self
             .post(
@@ -250,6 +298,50 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// How a retry loop reports: its first failure at warn level, then a
+/// reminder about every 30 s while it keeps failing, never a line per try.
+pub struct RetryLog {
+    what: &'static str,
+    first: Option<tokio::time::Instant>,
+    last_said: Option<tokio::time::Instant>,
+    tries: u32,
+}
+
+impl RetryLog {
+    const REMIND_EVERY: Duration = Duration::from_secs(30);
+
+    pub fn new(what: &'static str) -> RetryLog {
+        RetryLog {
+            what,
+            first: None,
+            last_said: None,
+            tries: 0,
+        }
+    }
+
+    pub fn failed(&mut self, run_id: &str, error: &CallError) {
+        let now = tokio::time::Instant::now();
+        self.tries += 1;
+        let first = *self.first.get_or_insert(now);
+        let due = self
+            .last_said
+            .is_none_or(|said| now.duration_since(said) >= Self::REMIND_EVERY);
+        if due {
+            self.last_said = Some(now);
+            tracing::warn!(
+                run_id,
+                %error,
+                tries = self.tries,
+                failing_for_s = now.duration_since(first).as_secs(),
+                "{} failed; retrying",
+                self.what
+            );
+        } else {
+            tracing::debug!(run_id, %error, "{} failed; retrying", self.what);
+        }
+    }
 }
 
 /// Retries `call` on transient errors with capped exponential backoff.

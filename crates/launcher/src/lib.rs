@@ -20,6 +20,7 @@ mod logs;
 mod orphans;
 mod phases;
 mod planfile;
+mod recovery;
 mod register;
 mod run;
 mod tool;

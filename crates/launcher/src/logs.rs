@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::client::{CallError, ControlPlane};
+use crate::client::{ControlPlane, RetryLog};
 
 /// Chunks are cut at this size at most...
 const MAX_CHUNK: u64 = 1024 * 1024;
@@ -186,7 +186,9 @@ impl Masker {
 }
 
 pub enum UploadError {
-    /// The control plane says this worker no longer holds the run.
+    /// The control plane no longer takes this lease's chunks: the worker no
+    /// longer holds the run, or the upload is refused for good (a 4xx other
+    /// than 401, which retrying cannot change).
     LeaseLost,
 }
 
@@ -266,6 +268,7 @@ impl Uploader {
         let (offset, length) = self.boundaries[seq as usize];
         let data = self.masker.mask(&self.read(offset, length));
         let mut delay = Duration::from_millis(100);
+        let mut retries = RetryLog::new("log chunk upload");
         loop {
             match self
                 .client
@@ -274,8 +277,12 @@ impl Uploader {
             {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_lease_lost() => return Err(UploadError::LeaseLost),
+                Err(error) if error.is_permanent() => {
+                    tracing::error!(run_id = %self.run_id, seq, %error, "the control plane refused a log chunk; the rest of the log is not uploaded");
+                    return Err(UploadError::LeaseLost);
+                }
                 Err(error) => {
-                    log_retry(&self.run_id, seq, &error);
+                    retries.failed(&self.run_id, &error);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -284,9 +291,6 @@ impl Uploader {
     }
 }
 
-fn log_retry(run_id: &str, seq: u64, error: &CallError) {
-    tracing::warn!(run_id, seq, %error, "log chunk upload failed; retrying");
-}
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,13 @@ struct Phases<'a> {
     spool_path: PathBuf,
     deadline: Instant,
     upload: Option<JoinHandle<Upload>>,
+    /// The apply step runs: nothing but a stop, the run timeout or a second
+    /// SIGTERM may end it. A lost lease or an unreachable control plane lets
+    /// it run to its end, so that Terraform saves what it did.
+    protected: bool,
+    /// The control plane said this worker no longer holds the run while the
+    /// apply was protected.
+    lease_lost: bool,
 }
 
 pub(crate) async fn execute(
@@ -123,6 +130,12 @@ pub(crate) async fn execute(
         ("CHECKPOINT_DISABLE", "1"),
         ("TF_HTTP_USERNAME", job.state_username.as_str()),
         ("TF_HTTP_PASSWORD", job.state_password.as_str()),
+        // Terraform rides out a control-plane outage of a few minutes on
+        // its own (connection errors and 5xx are retried); past that it
+        // leaves errored.tfstate, which the launcher uploads (`recovery`).
+        ("TF_HTTP_RETRY_MAX", "30"),
+        ("TF_HTTP_RETRY_WAIT_MIN", "1"),
+        ("TF_HTTP_RETRY_WAIT_MAX", "10"),
     ] {
         env.insert(name.to_string(), value.to_string());
     }
@@ -138,6 +151,8 @@ pub(crate) async fn execute(
         spool_path: spool_path.to_path_buf(),
         deadline: Instant::now() + ctx.config.run_timeout,
         upload: Some(upload),
+        protected: false,
+        lease_lost: false,
     };
     let halt = match secrets {
         Ok(secrets) => {
@@ -161,7 +176,7 @@ pub(crate) async fn execute(
     {
         phases.sink.line(reason);
     }
-    ctx.executor.cleanup(&lease.run_id).await;
+    ctx.executor.cleanup(&lease.run_id, &lease.lease_id).await;
     let Phases { sink, upload, .. } = phases;
     drop(sink);
     let Some(upload) = upload.filter(|_| !abandoned) else {
@@ -290,6 +305,7 @@ impl Phases<'_> {
         let log_start = self.log_len();
         let spec = RunSpec {
             run_id: self.lease.run_id.clone(),
+            lease_id: self.lease.lease_id.clone(),
             command,
             env: self.env.clone(),
             workspace: self.root.clone(),
@@ -305,16 +321,26 @@ impl Phases<'_> {
         let mut kill_at: Option<Instant> = None;
         let mut ending: Option<Ending> = None;
         let exit = loop {
-            let upload = self
-                .upload
-                .as_mut()
-                .expect("the uploader runs until the end");
+            let protected = self.protected;
+            let upload = async {
+                match self.upload.as_mut() {
+                    Some(upload) => {
+                        let _ = upload.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 exit = running.wait() => break exit,
                 _ = upload => {
                     // The uploader only stops early when the lease is lost.
-                    stopper.kill();
                     self.upload = None;
+                    if protected {
+                        self.lease_lost = true;
+                        running.log_line("the control plane says this worker no longer holds the run; the apply goes on to its end, so that what it did is saved");
+                        continue;
+                    }
+                    stopper.kill();
                     running.finish_output().await;
                     return Err(Halt::Abandoned);
                 }
@@ -325,6 +351,12 @@ impl Phases<'_> {
                             stopper.terminate();
                             kill_at = Some(Instant::now() + self.ctx.config.stop_grace);
                             ending = Some(Ending::stopped(reason));
+                        }
+                    }
+                    Control::Abandon if self.protected => {
+                        if !self.lease_lost {
+                            self.lease_lost = true;
+                            running.log_line("the control plane says this worker no longer holds the run; the apply goes on to its end, so that what it did is saved");
                         }
                     }
                     Control::Abandon => {
@@ -517,6 +549,28 @@ impl Phases<'_> {
         self.apply().await
     }
 
+    /// Hands the control plane the state Terraform could not save
+    /// (`errored.tfstate`), if there is one. `None` when there was none.
+    async fn save_unsaved_state(&mut self) -> Result<Option<u64>, Halt> {
+        let Some(path) = crate::recovery::unsaved_state(&self.root) else {
+            return Ok(None);
+        };
+        self.sink.line(&format!(
+            "Terraform left {}: uploading it to the control plane",
+            crate::recovery::ERRORED_STATE
+        ));
+        let (run_id, lease_id) = (&self.lease.run_id, &self.lease.lease_id);
+        match crate::recovery::upload(&self.ctx.client, run_id, lease_id, &path).await {
+            Ok(version) => Ok(Some(version)),
+            Err(error) => {
+                // The workspace, with the file, is kept (see run::execute).
+                tracing::error!(run_id = %run_id, %error, path = %path.display(), "the control plane refused the state Terraform could not save");
+                self.sink.line(&format!("the control plane refused the state: {error}; it stays in {} on this worker", path.display()));
+                Err(Halt::Abandoned)
+            }
+        }
+    }
+
     /// Refuses to apply a saved plan made against another state than the
     /// stack's current one (Terraform would refuse too, less clearly; it
     /// still checks under the lock, for a change after this check).
@@ -558,7 +612,34 @@ impl Phases<'_> {
             "-no-color".into(),
             "plan.bin".into(),
         ];
-        self.step("apply", apply).await?;
+        let log_start = self.log_len();
+        self.protected = true;
+        let applied = self.step("apply", apply).await;
+        self.protected = false;
+        if let Err(halt) = applied {
+            let Some(version) = self.save_unsaved_state().await? else {
+                return Err(halt);
+            };
+            let saved = format!(
+                "Terraform could not save its state to the control plane; the launcher saved it (state version {version})"
+            );
+            if !self.output_since(log_start).contains("Apply complete!") {
+                return Err(match halt {
+                    Halt::End(mut ending) => {
+                        ending.reason = Some(format!(
+                            "{}; {saved}",
+                            ending.reason.unwrap_or_default()
+                        ));
+                        Halt::End(ending)
+                    }
+                    other => other,
+                });
+            }
+            self.sink.line(&format!("the apply completed; {saved}"));
+        }
+        if self.lease_lost {
+            return Err(Halt::Abandoned);
+        }
         let json = self
             .capture("outputs", "output -json -no-color", ".gantry-outputs.json")
             .await?;

@@ -9,7 +9,11 @@ use rand::RngCore;
 use crate::client::{with_retry, CallError, ControlPlane};
 use crate::config::Config;
 
-fn request(config: &Config, orphaned_runs: &[OrphanedRun]) -> RegisterRequest {
+fn request(
+    config: &Config,
+    orphaned_runs: &[OrphanedRun],
+    resume_worker_id: Option<&str>,
+) -> RegisterRequest {
     let mut nonce = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut nonce);
     let nonce = hex::encode(nonce);
@@ -34,6 +38,7 @@ fn request(config: &Config, orphaned_runs: &[OrphanedRun]) -> RegisterRequest {
         nonce,
         signature,
         orphaned_runs: orphaned_runs.to_vec(),
+        resume_worker_id: resume_worker_id.map(str::to_string),
     }
 }
 
@@ -43,12 +48,65 @@ pub async fn register(
     client: &ControlPlane,
     config: &Config,
     orphaned_runs: &[OrphanedRun],
+    resume_worker_id: Option<&str>,
 ) -> Result<RegisterResponse, CallError> {
     let response = with_retry(
-        || async move { client.register(&request(config, orphaned_runs)).await },
+        || async move {
+            client
+                .register(&request(config, orphaned_runs, resume_worker_id))
+                .await
+        },
         config.register_timeout,
     )
     .await?;
     client.set_session(response.session_token.clone());
     Ok(response)
+}
+
+/// Keeps this launcher's session alive across outages: when the control
+/// plane no longer knows the session (it expired while the control plane
+/// was unreachable), registers again as the same worker, so the leases it
+/// holds stay valid and no run in flight is given up.
+pub struct SessionKeeper {
+    config: Config,
+    worker_id: std::sync::Mutex<String>,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl SessionKeeper {
+    pub fn new(config: Config, worker_id: String) -> SessionKeeper {
+        SessionKeeper {
+            config,
+            worker_id: std::sync::Mutex::new(worker_id),
+            renewing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn worker_id(&self) -> String {
+        self.worker_id.lock().expect("worker id lock").clone()
+    }
+
+    /// Registers again, resuming this worker, unless another task already
+    /// did since `seen` (the session generation its call failed under).
+    /// Fails only when the control plane refuses the pool credentials.
+    pub async fn renew(&self, client: &ControlPlane, seen: u64) -> Result<(), CallError> {
+        let _one_at_a_time = self.renewing.lock().await;
+        if client.session_generation() != seen {
+            return Ok(());
+        }
+        let previous = self.worker_id();
+        tracing::warn!(worker_id = %previous, "the control plane no longer knows this launcher's session; registering again as the same worker");
+        let response = match register(client, &self.config, &[], Some(&previous)).await {
+            Ok(response) => response,
+            // Unreachable again: the next call finds out, and comes back here.
+            Err(error) if error.is_transient() => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        if response.worker_id != previous {
+            tracing::warn!(old = %previous, new = %response.worker_id,
+                "registered as a new worker: the control plane no longer had this one; runs it held will be told to stop");
+        }
+        *self.worker_id.lock().expect("worker id lock") = response.worker_id;
+        Ok(())
+    }
 }

@@ -134,14 +134,23 @@ pub async fn execute(
 ) {
     let run_id = lease.run_id.clone();
     ctx.in_flight.remember(&run_id, &lease.lease_id);
-    let workspace = ctx.config.work_dir.join("workspaces").join(&run_id);
-    let spool_path = ctx
-        .config
-        .work_dir
-        .join("logs")
-        .join(format!("{run_id}.log"));
+    // Keyed by lease: a plan and an apply of one run never share either.
+    let key = format!("{run_id}.{}", lease.lease_id);
+    let workspace = ctx.config.work_dir.join("workspaces").join(&key);
+    let spool_path = ctx.config.work_dir.join("logs").join(format!("{key}.log"));
     let result = execute_in(&ctx, &lease, &mut control, &workspace, &spool_path).await;
-    let _ = std::fs::remove_dir_all(&workspace);
+    match crate::recovery::unsaved_state(&workspace) {
+        // Terraform's state that reached no control plane: never deleted.
+        Some(path) => tracing::error!(
+            run_id,
+            path = %path.display(),
+            "the run's workspace holds a Terraform state the control plane does not have; it is kept. \
+             Push it with `terraform state push` from that directory once the stack is unlocked"
+        ),
+        None => {
+            let _ = std::fs::remove_dir_all(&workspace);
+        }
+    }
     let _ = std::fs::remove_file(&spool_path);
     ctx.in_flight.forget(&run_id);
     match result {
@@ -211,6 +220,7 @@ async fn execute_in(
     );
     let spec = RunSpec {
         run_id: run_id.to_string(),
+        lease_id: lease.lease_id.clone(),
         command: lease.command.clone(),
         env,
         workspace: workspace.clone(),
@@ -286,7 +296,7 @@ async fn execute_in(
         }
         None => None,
     };
-    ctx.executor.cleanup(run_id).await;
+    ctx.executor.cleanup(run_id, &lease.lease_id).await;
     // The last writer gone, the spool closes and the uploader sends the rest.
     drop(sink);
     let (uploader, result) = match watch.uploaded {
@@ -444,6 +454,7 @@ pub(crate) async fn report_end(
         log_chunks: chunks,
     };
     let mut delay = Duration::from_millis(100);
+    let mut retries = crate::client::RetryLog::new("reporting the run's end");
     loop {
         match ctx.client.finish(&lease.run_id, &request).await {
             Ok(()) => {
@@ -470,8 +481,12 @@ pub(crate) async fn report_end(
                     }
                 }
             }
+            Err(error) if error.is_permanent() => {
+                tracing::error!(run_id = %lease.run_id, %error, "the control plane refused the run's end; giving up on it");
+                return Err(Abandoned);
+            }
             Err(error) => {
-                tracing::warn!(run_id = %lease.run_id, %error, "cannot report the run's end; retrying");
+                retries.failed(&lease.run_id, &error);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

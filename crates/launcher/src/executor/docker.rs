@@ -226,7 +226,7 @@ impl DockerExecutor {
         .await?;
         self.prepare_workspace(&spec.workspace)?;
 
-        let name = container_name(&spec.run_id);
+        let name = container_name(&spec.run_id, &spec.lease_id);
         let body = self.container_body(spec, &image)?;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self
@@ -373,8 +373,8 @@ impl DockerExecutor {
 
     /// Removes a run's container and its anonymous volumes, whatever state
     /// it is in; nothing to do when it never got created.
-    pub async fn cleanup(&self, run_id: &str) {
-        let name = container_name(run_id);
+    pub async fn cleanup(&self, run_id: &str, lease_id: &str) {
+        let name = container_name(run_id, lease_id);
         if let Err(error) = self.remove(&name).await {
             tracing::warn!(run_id, container = %name, %error, "cannot remove the run's container");
         }
@@ -423,9 +423,10 @@ fn hand_over(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `gantry-run-<run id>`: a name an operator recognises in `docker ps`.
-pub fn container_name(run_id: &str) -> String {
-    let safe: String = run_id
+/// `gantry-run-<run id>-<lease id>`: a name an operator recognises in
+/// `docker ps`, one per lease.
+pub fn container_name(run_id: &str, lease_id: &str) -> String {
+    let safe: String = format!("{run_id}-{lease_id}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
@@ -502,6 +503,6 @@ mod tests {
         assert_eq!(mount.source.as_deref(), Some("/etc/ssl/certs"));
         assert_eq!(mount.read_only, Some(true));
         assert_eq!(extra_mount("/data:/data").read_only, Some(false));
-        assert_eq!(container_name("01ABC"), "gantry-run-01ABC");
+        assert_eq!(container_name("01ABC", "01DEF"), "gantry-run-01ABC-01DEF");
     }
 }

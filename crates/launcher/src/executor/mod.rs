@@ -17,6 +17,9 @@ use crate::logs::SpoolSink;
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     pub run_id: String,
+    /// The lease the command runs under: what names its container, so a
+    /// plan and an apply of one run never share one.
+    pub lease_id: String,
     pub command: Vec<String>,
     /// The complete environment of the run: nothing else leaks in.
     pub env: BTreeMap<String, String>,
@@ -80,9 +83,9 @@ impl Executor {
 
     /// Removes what the run left (its container and temporary volumes),
     /// whether it started, failed to start, or was interrupted while starting.
-    pub async fn cleanup(&self, run_id: &str) {
+    pub async fn cleanup(&self, run_id: &str, lease_id: &str) {
         if let Executor::Docker(docker) = self {
-            docker.cleanup(run_id).await;
+            docker.cleanup(run_id, lease_id).await;
         }
     }
 }
