@@ -180,8 +180,15 @@ impl Server {
 
     /// Kills the server (SIGKILL) and starts it again on the same data and port.
     pub fn restart(&mut self) {
+        self.restart_after(Duration::ZERO);
+    }
+
+    /// Kills the server (SIGKILL), leaves it down for `down`, then starts it
+    /// again on the same data and port: an outage.
+    pub fn restart_after(&mut self, down: Duration) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
+        std::thread::sleep(down);
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let fresh = Server::spawn(&self.data_dir, self.port, &self.lease_timeout, &extra);
         let Server { proc, .. } = fresh;
