@@ -119,3 +119,52 @@ fn a_hundred_megabytes_of_output_neither_blocks_the_run_nor_fills_memory() {
         "launcher RSS peaked at {peak_rss_kb} kB"
     );
 }
+
+/// A worker lost with a chunk never uploaded leaves a gap: the ended run's
+/// log is then not "complete", the gap is named, and `run logs` shows what
+/// is stored on both sides of it, saying what is missing.
+#[test]
+fn an_ended_runs_log_with_a_gap_is_reported_incomplete_not_complete() {
+    let server = Server::start_with("1s");
+    let pool = server.create_pool("gappy");
+    let session = register_raw(&server, &pool, "gap-test-nonce-0001");
+    let id = server.submit("gappy", &["true"]);
+    let http = server.http();
+    let polled: serde_json::Value = http
+        .post(format!("{}/api/v1/worker/poll", server.url))
+        .bearer_auth(&session)
+        .json(&serde_json::json!({"free_slots": 1, "wait_ms": 5000}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let lease = polled["leases"][0]["lease_id"].as_str().unwrap().to_string();
+    for (seq, text) in [(0, "first\n"), (2, "third\n")] {
+        let response = http
+            .put(format!("{}/api/v1/worker/runs/{id}/logs/{seq}", server.url))
+            .bearer_auth(&session)
+            .header("gantry-lease", &lease)
+            .body(text)
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    // The worker goes silent: its run is reaped with chunk 1 never sent.
+    let run = server.wait_run_end(&id, Duration::from_secs(10));
+    assert_eq!(run["state"], "FAILED");
+
+    let response = http
+        .get(format!("{}/api/v1/runs/{id}/logs?from=0", server.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(response.headers()["gantry-log-complete"], "false");
+    assert_eq!(response.headers()["gantry-log-gap"], "1-2");
+    assert_eq!(response.text().unwrap(), "first\n");
+
+    let shown = server.cli(&["run", "logs", &id]);
+    assert!(shown.status.success(), "{shown:?}");
+    assert_eq!(String::from_utf8_lossy(&shown.stdout), "first\nthird\n");
+    let said = String::from_utf8_lossy(&shown.stderr);
+    assert!(said.contains("missing chunks 1 to 1"), "{said}");
+}

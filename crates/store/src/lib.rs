@@ -211,6 +211,9 @@ pub trait LogStore: Send + Sync + 'static {
         from_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<LogChunk>>;
+    /// The first stored chunk at or after `from`: tells a gap (a chunk never
+    /// uploaded) from the end of the log.
+    async fn next_stored_log_seq(&self, run_id: &str, from: u64) -> Result<Option<u64>>;
     /// The sequence numbers in `from..to` not yet stored, the first `limit`
     /// of them at most.
     async fn missing_log_chunks(

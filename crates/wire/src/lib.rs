@@ -29,6 +29,10 @@ pub const LEASE_HEADER: &str = "gantry-lease";
 pub const NEXT_SEQ_HEADER: &str = "gantry-next-seq";
 /// Response header on log reads: `true` once the run ended and every chunk was read.
 pub const LOG_COMPLETE_HEADER: &str = "gantry-log-complete";
+/// Response header on log reads of an ended run: `FROM-TO` when chunks FROM
+/// up to TO (excluded) were never uploaded (its worker was lost), and TO on
+/// is stored; empty otherwise.
+pub const LOG_GAP_HEADER: &str = "gantry-log-gap";
 
 /// Whether a launcher of version `launcher` may work with a server of version
 /// `server`. Same major and minor: the wire protocol only changes with a

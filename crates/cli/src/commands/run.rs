@@ -295,6 +295,11 @@ async fn follow_logs(api: &Api, id: &str, follow: bool) -> Result<(), Failure> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(from);
         let complete = header(gantry_wire::LOG_COMPLETE_HEADER).as_deref() == Some("true");
+        let gap = header(gantry_wire::LOG_GAP_HEADER)
+            .and_then(|g| {
+                let (a, b) = g.split_once('-')?;
+                Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+            });
         let body = response
             .bytes()
             .await
@@ -303,8 +308,16 @@ async fn follow_logs(api: &Api, id: &str, follow: bool) -> Result<(), Failure> {
             .write_all(&body)
             .map_err(|e| Failure::new(exit::ERROR, e.to_string()))?;
         let _ = stdout.flush();
-        let advanced = next > from;
+        let mut advanced = next > from;
         from = next;
+        if let Some((missing, resume)) = gap.filter(|(missing, _)| *missing == from) {
+            eprintln!(
+                "gantry: the log is missing chunks {missing} to {}: the run's worker was lost before uploading them",
+                resume - 1
+            );
+            from = resume;
+            advanced = true;
+        }
         if complete || (!follow && !advanced) {
             return Ok(());
         }

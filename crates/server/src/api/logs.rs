@@ -56,14 +56,19 @@ pub async fn read_logs(
             .read_log_chunks(&run_id, query.from, MAX_READ_BYTES)
             .await?;
         let next = query.from + chunks.len() as u64;
-        let complete = run.state.is_terminal()
-            && (chunks.is_empty()
-                || state
-                    .store
-                    .read_log_chunks(&run_id, next, 1)
-                    .await?
-                    .is_empty());
-        if !chunks.is_empty() || complete || tokio::time::Instant::now() >= deadline {
+        // An ended run's log is complete only when nothing is stored past
+        // what this answer reaches: a chunk its worker never uploaded (it
+        // was lost) is a gap, reported as such, not an end.
+        let (complete, gap) = if run.state.is_terminal() {
+            match state.store.next_stored_log_seq(&run_id, next).await? {
+                None => (true, None),
+                Some(after) if after > next => (false, Some((next, after))),
+                Some(_) => (false, None),
+            }
+        } else {
+            (false, None)
+        };
+        if !chunks.is_empty() || complete || gap.is_some() || tokio::time::Instant::now() >= deadline {
             let mut body = Vec::with_capacity(chunks.iter().map(|c| c.data.len()).sum());
             for chunk in chunks {
                 body.extend_from_slice(&chunk.data);
@@ -82,6 +87,10 @@ pub async fn read_logs(
                     (
                         header::HeaderName::from_static("gantry-run-state"),
                         run.state.as_str().to_string(),
+                    ),
+                    (
+                        header::HeaderName::from_static(gantry_wire::LOG_GAP_HEADER),
+                        gap.map_or(String::new(), |(from, to)| format!("{from}-{to}")),
                     ),
                 ],
                 Body::from(body),

@@ -82,6 +82,16 @@ impl LogStore for SqliteStore {
         Ok(chunks)
     }
 
+    async fn next_stored_log_seq(&self, run_id: &str, from: u64) -> Result<Option<u64>> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(seq) FROM log_chunks WHERE run_id = ? AND seq >= ?")
+                .bind(run_id)
+                .bind(from.min(i64::MAX as u64) as i64)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(seq.map(|s| s as u64))
+    }
+
     async fn missing_log_chunks(
         &self,
         run_id: &str,
