@@ -27,7 +27,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tls::PeerAddr;
 
-/// Failures allowed per IP per window before requests are refused.
+/// Failures allowed per client per window; past them, its failures are
+/// answered `rate_limited` (its successes never are).
 const MAX_FAILURES: u32 = 30;
 const WINDOW: Duration = Duration::from_secs(60);
 

@@ -4,8 +4,10 @@
 //! with the holder's info when it is held). Every POST keeps a version.
 //!
 //! Callers: a run, with the HTTP basic credential its lease carries (valid
-//! for its own stack only, and only while it holds that lease), or a user
-//! with an API token (bearer, or as the basic password).
+//! for its own stack only, and only while it holds that lease; a proposed
+//! run's may only GET), or a user with an API token (bearer, or as the
+//! basic password). The credential is checked before the stack is looked
+//! up; every refusal is a 403 that counts towards the failed-auth limit.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
