@@ -241,3 +241,76 @@ fn cycle_makes_workers_finish_and_exit_and_delete_guards_runs() {
         Some(3)
     );
 }
+
+#[test]
+fn a_pool_with_stacks_is_kept_and_a_reset_names_what_its_key_sealed() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let old = gantry_pki::generate(2048, "sealed").unwrap();
+    let old_csr = dir.path().join("old.csr");
+    std::fs::write(&old_csr, &old.csr_pem).unwrap();
+    let old_csr = old_csr.to_str().unwrap();
+    server.cli_json(&["pool", "create", "sealed", "--csr", old_csr]);
+    let source = dir.path().join("infra");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("main.tf"), "# nothing\n").unwrap();
+    server.cli_json(&[
+        "stack",
+        "create",
+        "web",
+        "--pool",
+        "sealed",
+        "--source",
+        source.to_str().unwrap(),
+        "--secret-env",
+        "TF_VAR_token=s3cret",
+    ]);
+
+    // Deleting it is a conflict naming the stack, with or without --force.
+    for force in [false, true] {
+        let mut args = vec!["pool", "delete", "sealed"];
+        if force {
+            args.push("--force");
+        }
+        let out = server.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains("1 stack(s): web"), "{stderr}");
+    }
+    server.cli_json(&["pool", "show", "sealed"]);
+
+    // A reset with the same key (a new token only) loses nothing.
+    let same = server.cli_json(&["pool", "reset", "sealed", "--csr", old_csr]);
+    assert_eq!(same["pool"]["generation"], 2);
+    assert!(same.get("stacks_affected").is_none(), "{same}");
+
+    // A new key: refused, naming the stack and its secret, unless --force.
+    let new = gantry_pki::generate(2048, "sealed").unwrap();
+    let new_csr = dir.path().join("new.csr");
+    std::fs::write(&new_csr, &new.csr_pem).unwrap();
+    let new_csr = new_csr.to_str().unwrap();
+    let out = server.cli(&["pool", "reset", "sealed", "--csr", new_csr]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("web (secret variables TF_VAR_token)") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        server.cli_json(&["pool", "show", "sealed"])["generation"],
+        2
+    );
+    let reset = server.cli_json(&["pool", "reset", "sealed", "--csr", new_csr, "--force"]);
+    assert_eq!(reset["pool"]["generation"], 3);
+    assert_eq!(
+        reset["stacks_affected"],
+        serde_json::json!([{"name": "web", "secret_env": ["TF_VAR_token"], "runs": []}])
+    );
+    let out = server.cli(&["pool", "reset", "sealed", "--csr", old_csr, "--force"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("gantry stack update web --secret-env TF_VAR_token="),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,5 +1,5 @@
 //! Security: TLS with private CAs (in the seed's bundle format), API tokens,
-//! worker isolation, failed-auth limits, masking.
+//! worker isolation, masking. (Failed-auth limits: auth_limits.rs.)
 
 mod support;
 
@@ -418,36 +418,6 @@ fn a_worker_cannot_touch_another_pools_or_another_workers_runs() {
         "the victim's run was untouched: {run}"
     );
     assert_eq!(server.logs(&run_b), b"secret-output\n");
-}
-
-#[test]
-fn failed_authentications_are_rate_limited_and_logged_without_the_credential() {
-    let server = Server::start();
-    let http = server.http();
-    let mut statuses = Vec::new();
-    for i in 0..40 {
-        let response = http
-            .get(format!("{}/api/v1/pools", server.url))
-            .bearer_auth(format!("wrong-token-{i:04}"))
-            .send()
-            .unwrap();
-        statuses.push(response.status().as_u16());
-    }
-    assert!(statuses[..30].iter().all(|s| *s == 401), "{statuses:?}");
-    assert!(statuses[30..].iter().all(|s| *s == 429), "{statuses:?}");
-    // Even the right token waits out the window from a limited address.
-    let response = http
-        .get(format!("{}/api/v1/pools", server.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 429);
-    let log = server.proc.log();
-    assert!(log.contains("authentication failed"));
-    assert!(
-        !log.contains("wrong-token-"),
-        "the credential is never logged"
-    );
 }
 
 #[test]

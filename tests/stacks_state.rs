@@ -192,7 +192,8 @@ fn the_state_lock_turns_lockers_and_terraform_away_until_unlocked() {
     assert!(String::from_utf8_lossy(&again.stderr).contains(&admin_id));
 
     // ... and Terraform fails to lock it, with a reason naming the holder.
-    let id = trigger(&server, "web", "proposed");
+    // (A proposed run plans without the lock: see the test below.)
+    let id = trigger(&server, "web", "tracked");
     let run = ended(&server, &id, "FAILED");
     let why = reason(&run);
     assert!(
@@ -216,6 +217,56 @@ fn the_state_lock_turns_lockers_and_terraform_away_until_unlocked() {
     let run = ended(&server, &id, "FINISHED");
     assert_eq!(plan(&run), (1, 0, 0));
     assert!(versions(&server, "web").is_empty(), "plans write no state");
+}
+
+/// A proposed run's credential reads the state and nothing else, and its
+/// plan needs no lock: it plans while a user holds the lock, and cannot
+/// release that lock even knowing its ID.
+#[test]
+#[ignore = "slow: terraform"]
+fn a_proposed_run_reads_the_state_only_and_plans_without_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(env) = tools(dir.path()) else { return };
+    if !require_tool("curl") {
+        return;
+    }
+    let source = module(dir.path());
+    let server = Server::start_with("10s");
+    let pool = server.create_pool("tf");
+    let _launcher = start_launcher(&pool, &env);
+    create_stack(&server, "web", "tf", &source, &[]);
+    apply(&server, "web");
+    let info = server.cli_json(&["stack", "state", "lock", "web", "--reason", "maintenance"]);
+    let admin_id = info["ID"].as_str().unwrap().to_string();
+
+    // Before its plan, the run tries every method with its own credential,
+    // the admin's lock ID in the body.
+    let codes = dir.path().join("codes");
+    let hook = format!(
+        "for m in GET POST LOCK UNLOCK; do curl -s -o /dev/null -w \"$m=%{{http_code}} \" -X $m -u \"run:$TF_HTTP_PASSWORD\" \
+         -d '{{\"ID\":\"{admin_id}\",\"serial\":99,\"lineage\":\"x\"}}' {url} >> {codes}; done",
+        url = state_url(&server, "web"),
+        codes = codes.display()
+    );
+    server.cli_json(&[
+        "stack",
+        "update",
+        "web",
+        "--hook",
+        &format!("before_plan={hook}"),
+    ]);
+    let id = trigger(&server, "web", "proposed");
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(plan(&run), (0, 0, 0));
+    assert_eq!(
+        std::fs::read_to_string(&codes).unwrap().trim(),
+        "GET=200 POST=403 LOCK=403 UNLOCK=403"
+    );
+    // The admin's lock is still there, and the state unchanged.
+    let (status, body) = lock(&server, "web", "second");
+    assert_eq!(status, 423, "{body}");
+    assert!(body.contains(&admin_id), "{body}");
+    assert_eq!(versions(&server, "web").len(), 1);
 }
 
 #[test]

@@ -113,10 +113,13 @@ fn plan_confirm_apply_discard_destroy_with_secrets() {
     assert_eq!(server.run(&id)["state"], "DISCARDED");
     assert_eq!(versions(&server, "web").len(), 1);
 
-    // destroy empties the state.
+    // destroy waits for confirmation like a tracked run, then empties the state.
     let id = trigger(&server, "web", "destroy");
-    let run = ended(&server, &id, "FINISHED");
+    let run = server.wait_state(&id, "UNCONFIRMED", LONG);
     assert_eq!(plan(&run), (0, 0, 1));
+    assert_eq!(versions(&server, "web").len(), 1, "nothing destroyed yet");
+    server.cli_json(&["run", "confirm", &id]);
+    ended(&server, &id, "FINISHED");
     let v = versions(&server, "web");
     assert_eq!(v.last().unwrap()["resources"], 0, "{v:?}");
 
@@ -133,6 +136,53 @@ fn plan_confirm_apply_discard_destroy_with_secrets() {
         }
     }
     drop(launcher);
+}
+
+/// The states a run went through.
+fn transitions(run: &Value) -> Vec<String> {
+    run["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// With auto-apply, tracked and destroy runs apply without a confirmation;
+/// off again, they wait.
+#[test]
+#[ignore = "slow: terraform"]
+fn auto_apply_applies_tracked_and_destroy_runs_without_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(env) = tools(dir.path()) else { return };
+    let source = module(dir.path());
+    let server = Server::start_with("10s");
+    let pool = server.create_pool("tf");
+    let _launcher = start_launcher(&pool, &env);
+    let created = create_stack(&server, "web", "tf", &source, &["--auto-apply"]);
+    assert_eq!(created["auto_apply"], true);
+    let shown = server.cli(&["stack", "show", "web"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("auto-apply:   on"));
+
+    let id = trigger(&server, "web", "tracked");
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(plan(&run), (1, 0, 0));
+    let states = transitions(&run);
+    assert!(!states.contains(&"UNCONFIRMED".to_string()), "{states:?}");
+    assert_eq!(states[states.len() - 2..], ["APPLYING", "FINISHED"]);
+    assert_eq!(versions(&server, "web").last().unwrap()["resources"], 1);
+
+    let id = trigger(&server, "web", "destroy");
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(plan(&run), (0, 0, 1));
+    assert!(!transitions(&run).contains(&"UNCONFIRMED".to_string()));
+    assert_eq!(versions(&server, "web").last().unwrap()["resources"], 0);
+
+    let updated = server.cli_json(&["stack", "update", "web", "--auto-apply=false"]);
+    assert_eq!(updated["auto_apply"], false);
+    let id = trigger(&server, "web", "tracked");
+    server.wait_state(&id, "UNCONFIRMED", LONG);
+    server.cli_json(&["run", "discard", &id]);
 }
 
 /// A run's state credential works for its own stack, only while it runs.

@@ -497,6 +497,12 @@ impl Phases<'_> {
         if self.lease.run_type == RunType::Destroy {
             plan.push("-destroy".into());
         }
+        if self.lease.run_type == RunType::Proposed {
+            // A proposed run's state credential is read-only (GET): it must
+            // not take the lock, which would also let it learn and release
+            // another holder's lock. A plan writes nothing, so needs none.
+            plan.push("-lock=false".into());
+        }
         self.step("plan", plan).await?;
         let json = self
             .capture("show", "show -json -no-color plan.bin", ".gantry-plan.json")
@@ -511,11 +517,17 @@ impl Phases<'_> {
         self.hooks("after_plan").await?;
         match self.lease.run_type {
             RunType::Proposed | RunType::Task => Ok(Ending::of_exit(Exit::Code(0))),
-            RunType::Tracked if !summary.has_changes() => {
+            RunType::Tracked | RunType::Destroy if !summary.has_changes() => {
                 self.sink.line("no changes: nothing to confirm");
                 Ok(Ending::of_exit(Exit::Code(0)))
             }
-            RunType::Tracked => {
+            RunType::Tracked | RunType::Destroy if self.job.auto_apply => {
+                self.sink
+                    .line("the stack applies without confirmation (auto-apply)");
+                self.report(RunState::Applying).await?;
+                self.apply().await
+            }
+            RunType::Tracked | RunType::Destroy => {
                 let packed = workspace::pack(source)
                     .map_err(|e| format!("cannot pack the workspace: {e}"))?;
                 let sealed = workspace::seal(&self.ctx.config.private_key.public_key(), &packed)?;
@@ -528,10 +540,6 @@ impl Phases<'_> {
                     exit_code: None,
                     reason: None,
                 })
-            }
-            RunType::Destroy => {
-                self.report(RunState::Applying).await?;
-                self.apply().await
             }
         }
     }

@@ -101,6 +101,7 @@ mod tests {
             state_username: String::new(),
             state_password: String::new(),
             secret_env: Default::default(),
+            auto_apply: false,
         }
     }
 

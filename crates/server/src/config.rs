@@ -24,6 +24,9 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsSource>,
     /// The keyring that encrypts secrets at rest.
     pub secrets_key: crate::secrets_key::SecretsKeySource,
+    /// Reverse proxies and load balancers whose `X-Forwarded-For` names the
+    /// client (for the failed-authentication limit); empty trusts none.
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 impl ServerConfig {
@@ -39,6 +42,7 @@ impl ServerConfig {
             launcher_binary: None,
             tls: None,
             secrets_key: Default::default(),
+            trusted_proxies: Default::default(),
         }
     }
 

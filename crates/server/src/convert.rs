@@ -119,6 +119,7 @@ pub fn stack(record: &StackRecord) -> Stack {
         env: record.env.clone(),
         secret_env: record.secret_env.keys().cloned().collect(),
         hooks: record.hooks.clone(),
+        auto_apply: record.auto_apply,
         state_serial: record.state_serial,
         created_at: timestamp(record.created_at),
         updated_at: timestamp(record.updated_at),

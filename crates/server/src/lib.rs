@@ -11,6 +11,7 @@
 
 pub mod api;
 mod auth;
+pub mod client_addr;
 mod config;
 mod convert;
 mod error;

@@ -19,21 +19,60 @@ pub struct Signals {
     runs: Keyed,
 }
 
+/// Entries live while someone holds them: every waiter keeps its `Arc`
+/// for the length of its wait, so an entry only the map holds has nobody to
+/// wake and is dropped. That covers ended runs whose log a tail re-opened,
+/// workers that never deregistered (a crash, a lost host) and deleted
+/// pools, none of which anything else would ever remove.
 #[derive(Default)]
-struct Keyed(Mutex<HashMap<String, Arc<Notify>>>);
+struct Keyed(Mutex<KeyedMap>);
+
+#[derive(Default)]
+struct KeyedMap {
+    entries: HashMap<String, Arc<Notify>>,
+    /// The size at which the map is next swept: twice what a sweep left,
+    /// so sweeping costs O(1) per insert, amortised.
+    sweep_at: usize,
+}
+
+/// The smallest size worth a sweep.
+const MIN_SWEEP: usize = 64;
 
 impl Keyed {
     fn get(&self, key: &str) -> Arc<Notify> {
         let mut map = self.0.lock().expect("signal map lock");
-        map.entry(key.to_string()).or_default().clone()
+        if let Some(notify) = map.entries.get(key) {
+            return notify.clone();
+        }
+        if map.entries.len() >= map.sweep_at.max(MIN_SWEEP) {
+            // Held only by the map: no waiter. (A pool's stored permit may
+            // go with it; a poller claims before it waits, so that costs
+            // nothing.)
+            map.entries
+                .retain(|_, notify| Arc::strong_count(notify) > 1);
+            map.sweep_at = map.entries.len() * 2;
+        }
+        map.entries.entry(key.to_string()).or_default().clone()
     }
 
     fn existing(&self, key: &str) -> Option<Arc<Notify>> {
-        self.0.lock().expect("signal map lock").get(key).cloned()
+        let mut map = self.0.lock().expect("signal map lock");
+        let notify = map.entries.get(key)?;
+        if Arc::strong_count(notify) == 1 {
+            // Nobody waits on it: nothing to wake, and nothing to keep.
+            map.entries.remove(key);
+            return None;
+        }
+        Some(notify.clone())
     }
 
     fn remove(&self, key: &str) {
-        self.0.lock().expect("signal map lock").remove(key);
+        self.0.lock().expect("signal map lock").entries.remove(key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("signal map lock").entries.len()
     }
 }
 
@@ -82,5 +121,68 @@ impl Signals {
     pub fn run_ended(&self, run_id: &str) {
         self.run_changed(run_id);
         self.runs.remove(run_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Signals, MIN_SWEEP};
+
+    #[test]
+    fn entries_nobody_waits_on_are_dropped() {
+        let signals = Signals::default();
+        for i in 0..10_000 {
+            // A log tail of a run that ended (its entry re-made after
+            // `run_ended` removed it), and a poll of a worker that then
+            // vanished without deregistering.
+            let run = format!("run-{i}");
+            signals.run_ended(&run);
+            drop(signals.run(&run));
+            drop(signals.worker(&format!("worker-{i}")));
+            signals.run_ready(&format!("pool-{i}"));
+        }
+        assert!(
+            signals.runs.len() <= MIN_SWEEP,
+            "{} run entries",
+            signals.runs.len()
+        );
+        assert!(
+            signals.workers.len() <= MIN_SWEEP,
+            "{} worker entries",
+            signals.workers.len()
+        );
+        assert!(
+            signals.pools.len() <= MIN_SWEEP,
+            "{} pool entries",
+            signals.pools.len()
+        );
+        // Signalling an entry nobody holds drops it at once.
+        drop(signals.worker("gone"));
+        signals.instruct_worker("gone");
+        assert!(!signals
+            .workers
+            .0
+            .lock()
+            .unwrap()
+            .entries
+            .contains_key("gone"));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_keeps_its_entry_through_sweeps_and_is_woken() {
+        let signals = Signals::default();
+        let held = signals.worker("polling");
+        let woken = held.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        for i in 0..10_000 {
+            drop(signals.worker(&format!("worker-{i}")));
+        }
+        signals.instruct_worker("polling");
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .expect("the waiter was woken");
     }
 }

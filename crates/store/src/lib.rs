@@ -86,12 +86,18 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn create_pool(&self, pool: &NewPool, now: i64) -> Result<PoolRecord>;
     async fn list_pools(&self) -> Result<Vec<PoolRecord>>;
     async fn find_pool(&self, id_or_name: &str) -> Result<Option<PoolRecord>>;
+    /// The pool's stacks with something sealed to its key (secret
+    /// variables, or stored workspaces of UNCONFIRMED or CONFIRMED runs), by name.
+    async fn sealed_to_pool(&self, pool_id: &str) -> Result<Vec<SealedToPool>>;
     /// New key and credential; bumps the generation and ends every session
     /// of the pool's workers, so the old token and its sessions die at once.
-    async fn reset_pool(&self, pool_id: &str, key: &PoolKey, now: i64) -> Result<PoolRecord>;
+    /// When the key changes, UNCONFIRMED and CONFIRMED runs whose stored
+    /// workspace is sealed to the old key end DISCARDED, saying why.
+    async fn reset_pool(&self, pool_id: &str, key: &PoolKey, now: i64) -> Result<PoolReset>;
     /// Workers registered before `now` are told to finish and exit.
     async fn cycle_pool(&self, pool_id: &str, now: i64) -> Result<PoolRecord>;
-    /// Refuses (`Conflict`) while runs are pending unless `force`, in which
+    /// Refuses (`Conflict`, naming them) while stacks use the pool, even
+    /// with `force`. Refuses (`Conflict`) while runs are pending unless `force`, in which
     /// case they end CANCELED or FAILED. Returns the IDs of the runs ended.
     async fn delete_pool(&self, pool_id: &str, force: bool, now: i64) -> Result<Vec<String>>;
 }

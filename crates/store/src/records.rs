@@ -40,6 +40,25 @@ pub struct PoolRecord {
     pub queued_runs: i64,
 }
 
+/// What a pool's key seals on one stack: the names of its secret
+/// variables, and its runs whose stored workspace (plan) waits to be
+/// applied. A pool reset to another key leaves these unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedToPool {
+    pub stack_id: String,
+    pub stack_name: String,
+    pub secret_env: Vec<String>,
+    pub runs: Vec<String>,
+}
+
+/// A reset pool, and the runs discarded because their stored workspace was
+/// sealed to the old key.
+#[derive(Debug, Clone)]
+pub struct PoolReset {
+    pub pool: PoolRecord,
+    pub discarded: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewWorker {
     pub pool_id: String,

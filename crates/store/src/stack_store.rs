@@ -28,6 +28,8 @@ pub struct StackRecord {
     /// Name → base64 of the value sealed to the pool's public key.
     pub secret_env: BTreeMap<String, String>,
     pub hooks: BTreeMap<String, Vec<String>>,
+    /// Tracked and destroy runs apply without waiting for a confirmation.
+    pub auto_apply: bool,
     pub state_serial: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -62,6 +64,16 @@ pub struct NewStateVersion {
     pub sha256: String,
     pub data: Vec<u8>,
     pub run_id: Option<String>,
+}
+
+/// A valid run credential for the state backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCredential {
+    pub run_id: String,
+    pub stack_id: String,
+    pub stack_name: String,
+    /// A proposed run's: it may GET the state, nothing else.
+    pub read_only: bool,
 }
 
 /// The answer to a lock or unlock: done, or refused with the current lock's info.
@@ -135,15 +147,13 @@ pub trait StackStore: Send + Sync + 'static {
         run_id: &str,
         stack_id: &str,
         lease_id: &str,
+        read_only: bool,
         now: i64,
     ) -> Result<()>;
-    /// The run a state-backend credential belongs to, if it is valid for
-    /// this stack right now (its run still holds the lease it was made for).
-    async fn check_run_credential(
-        &self,
-        token_hash: &str,
-        stack_id: &str,
-    ) -> Result<Option<String>>;
+    /// The run a state-backend credential belongs to, and its stack, if it
+    /// is valid right now (its run still holds the lease it was made for).
+    /// Looked up by the hash alone, before the stack named in the request.
+    async fn check_run_credential(&self, token_hash: &str) -> Result<Option<RunCredential>>;
 }
 
 /// The Terraform state backend: versions per stack and one lock per stack.

@@ -19,6 +19,21 @@ pub struct CreatePool {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResetPool {
     pub csr: String,
+    /// Reset even though stacks of the pool hold values sealed to the old
+    /// key (secret variables, plans waiting to be applied). Without it, the
+    /// reset is refused (409) and names them; a CSR of the same key needs none.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A stack whose sealed values a pool reset to a new key leaves unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SealedStack {
+    pub name: String,
+    /// Secret variables to set again (`gantry stack update NAME --secret-env K=V`).
+    pub secret_env: Vec<String>,
+    /// UNCONFIRMED or CONFIRMED runs whose stored plan is sealed to the old key.
+    pub runs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -47,6 +62,14 @@ pub struct PoolWithToken {
     /// not shown again.
     pub token: String,
     pub pool: Pool,
+    /// After a reset to a new key: the stacks whose secret variables must
+    /// be set again, and whose waiting plans were discarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks_affected: Vec<SealedStack>,
+    /// After a reset to a new key: runs discarded because their stored plan
+    /// was sealed to the old key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs_discarded: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

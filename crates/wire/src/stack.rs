@@ -108,6 +108,10 @@ pub struct CreateStack {
     /// Hook name (see [`HOOKS`]) → shell commands.
     #[serde(default)]
     pub hooks: BTreeMap<String, Vec<String>>,
+    /// Apply tracked and destroy runs as soon as they are planned, without
+    /// waiting in UNCONFIRMED for `gantry run confirm`. Off by default.
+    #[serde(default)]
+    pub auto_apply: bool,
 }
 
 /// `PATCH /api/v1/stacks/{stack}`: only the fields given change. `env` and
@@ -145,6 +149,9 @@ pub struct UpdateStack {
     /// Replaces the hooks named here; an empty list removes a hook.
     #[serde(default)]
     pub hooks: BTreeMap<String, Vec<String>>,
+    /// See [`CreateStack::auto_apply`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_apply: Option<bool>,
 }
 
 /// A stack as the API shows it. Secret values never appear.
@@ -178,6 +185,8 @@ pub struct Stack {
     /// Names of the secret variables; their values are write-only.
     pub secret_env: Vec<String>,
     pub hooks: BTreeMap<String, Vec<String>>,
+    /// Tracked and destroy runs apply without waiting for a confirmation.
+    pub auto_apply: bool,
     /// Serial of the latest state version, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_serial: Option<i64>,
@@ -283,6 +292,10 @@ pub struct StackJob {
     /// public key (see `gantry_pki::envelope`). Values are masked in logs.
     #[serde(default)]
     pub secret_env: BTreeMap<String, String>,
+    /// A tracked or destroy run with changes applies straight after its
+    /// plan instead of ending the lease as `planned` (UNCONFIRMED).
+    #[serde(default)]
+    pub auto_apply: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -2,7 +2,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use gantry_wire::pool::{CreatePool, Pool, PoolWithToken, ResetPool};
+use gantry_wire::pool::{CreatePool, Pool, PoolWithToken, ResetPool, SealedStack};
 use reqwest::Method;
 use serde::Serialize;
 
@@ -46,17 +46,29 @@ pub enum PoolCommand {
     /// Show one pool.
     Show { pool: String },
     /// Replace the pool's key with a new CSR: the old token and every worker using it stop working.
+    ///
+    /// Stacks' secret variables and plans waiting for confirmation are sealed to the
+    /// pool's key. With a new key no worker can open them, so the reset is refused
+    /// (exit 5), naming those stacks, unless --force. Then the waiting plans are
+    /// discarded, and each stack's secrets must be set again:
+    /// gantry stack update STACK --secret-env NAME=VALUE. A CSR of the same key
+    /// (a new token only) affects no stack.
     Reset {
         pool: String,
         #[arg(long)]
         csr: PathBuf,
+        /// Reset even though stacks hold values sealed to the old key.
+        #[arg(long)]
+        force: bool,
     },
     /// Tell every worker of the pool to finish its runs and exit (to be replaced with fresh configuration).
     Cycle { pool: String },
     /// Delete a pool. Refused while it has runs not yet ended, unless --force.
+    /// Always refused while stacks use the pool (exit 5, naming them), even
+    /// with --force: delete those stacks or move them to another pool first.
     Delete {
         pool: String,
-        /// Cancel queued runs and fail running ones.
+        /// Cancel queued runs and fail running ones. Never deletes stacks.
         #[arg(long)]
         force: bool,
     },
@@ -74,6 +86,10 @@ struct TokenOutput<'a> {
     name: &'a str,
     token: &'a str,
     pool: &'a Pool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stacks_affected: &'a [SealedStack],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    runs_discarded: &'a [String],
 }
 
 fn read_csr(path: &Path) -> Result<String, Failure> {
@@ -138,9 +154,10 @@ pub async fn run(ctx: &Context, command: PoolCommand) -> Result<u8, Failure> {
             print_pool(ctx, &pool);
             Ok(exit::OK)
         }
-        PoolCommand::Reset { pool, csr } => {
+        PoolCommand::Reset { pool, csr, force } => {
             let request = ResetPool {
                 csr: read_csr(&csr)?,
+                force,
             };
             let reset: PoolWithToken = ctx
                 .api()?
@@ -151,6 +168,29 @@ pub async fn run(ctx: &Context, command: PoolCommand) -> Result<u8, Failure> {
                 )
                 .await?;
             print_token(ctx, &reset);
+            if !ctx.json() {
+                for stack in &reset.stacks_affected {
+                    if !stack.secret_env.is_empty() {
+                        eprintln!(
+                            "stack {}: set its secret variables again (they were sealed to the old key): \
+                             gantry stack update {} {}",
+                            stack.name,
+                            stack.name,
+                            stack
+                                .secret_env
+                                .iter()
+                                .map(|k| format!("--secret-env {k}=…"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        );
+                    }
+                }
+                for run in &reset.runs_discarded {
+                    eprintln!(
+                        "run {run} discarded: its plan was sealed to the old key; trigger it again"
+                    );
+                }
+            }
             Ok(exit::OK)
         }
         PoolCommand::Cycle { pool } => {
@@ -257,6 +297,8 @@ fn print_token(ctx: &Context, created: &PoolWithToken) {
             name: &created.name,
             token: &created.token,
             pool: &created.pool,
+            stacks_affected: &created.stacks_affected,
+            runs_discarded: &created.runs_discarded,
         });
     } else {
         eprintln!(

@@ -35,7 +35,9 @@ pub enum RunCommand {
         command: Vec<String>,
     },
     /// Trigger a run on a stack: proposed (plan), tracked (plan, confirm, apply),
-    /// destroy, or task (a command in the stack's workspace).
+    /// destroy (plan -destroy, confirm, apply), or task (a command in the
+    /// stack's workspace). Tracked and destroy runs wait in UNCONFIRMED for
+    /// `gantry run confirm` unless the stack has --auto-apply.
     ///
     /// Example: gantry run trigger web --type tracked
     Trigger {
@@ -50,9 +52,9 @@ pub enum RunCommand {
         #[arg(last = true, value_name = "CMD")]
         command: Vec<String>,
     },
-    /// Apply a tracked run's saved plan (the run is UNCONFIRMED).
+    /// Apply a tracked or destroy run's saved plan (the run is UNCONFIRMED).
     Confirm { id: String },
-    /// Drop a tracked run's plan without applying it (the run is UNCONFIRMED).
+    /// Drop a tracked or destroy run's plan without applying it (the run is UNCONFIRMED).
     Discard { id: String },
     /// Show a run: state, worker, exit code, every transition.
     Show { id: String },

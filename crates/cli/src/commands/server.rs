@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use gantry_server::client_addr::TrustedProxies;
 use gantry_server::tls::TlsSource;
 use gantry_server::ServerConfig;
 
@@ -70,6 +71,14 @@ pub struct ServerArgs {
     #[arg(long, env = "GANTRY_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
 
+    /// Reverse proxies or load balancers in front of the server, as IPs or
+    /// CIDRs separated by commas (e.g. 10.0.0.0/8,192.0.2.7). From these
+    /// peers only, X-Forwarded-For names the client whose failed
+    /// authentications are counted; default: trust none.
+    #[arg(long, env = "GANTRY_TRUSTED_PROXIES", value_name = "CIDRS",
+        value_parser = parse_trusted_proxies, default_value = "")]
+    trusted_proxies: TrustedProxies,
+
     /// Log filter, e.g. info or gantry_server=debug.
     #[arg(long, env = "GANTRY_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -77,6 +86,10 @@ pub struct ServerArgs {
     /// Log format; default json (structured), text when stderr is a terminal.
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_parser = ["json", "text"])]
     log_format: Option<String>,
+}
+
+fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(text)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -124,6 +137,7 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     config.public_url = args.public_url;
     config.lease_timeout = args.lease_timeout;
     config.launcher_binary = args.launcher_binary;
+    config.trusted_proxies = args.trusted_proxies;
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN").ok();
     config.secrets_key =
         gantry_server::secrets_key::SecretsKeySource::from_env(args.secrets_key_file)

@@ -125,6 +125,11 @@ pub struct Settings {
     /// after_init, before_plan, after_plan, before_apply, after_apply).
     #[arg(long = "hook", value_name = "NAME=CMD")]
     hooks: Vec<String>,
+    /// Apply tracked and destroy runs as soon as they are planned, without
+    /// waiting for `gantry run confirm`. Off by default; --auto-apply=false
+    /// turns it off again.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    auto_apply: Option<bool>,
 }
 
 fn usage(message: String) -> Failure {
@@ -289,6 +294,14 @@ fn print_stack(ctx: &Context, stack: &Stack) {
             .map(|p| format!(" ({p})"))
             .unwrap_or_default()
     );
+    println!(
+        "auto-apply:   {}",
+        if stack.auto_apply {
+            "on (tracked and destroy runs apply without confirmation)"
+        } else {
+            "off (tracked and destroy runs wait for `gantry run confirm`)"
+        }
+    );
     if let Some(image) = &stack.image {
         println!("image:        {image}");
     }
@@ -342,6 +355,7 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                 env: pairs("--env", &settings.env, false)?,
                 secret_env: pairs("--secret-env", &settings.secret_env, true)?,
                 hooks: hooks(&settings.hooks)?,
+                auto_apply: settings.auto_apply.unwrap_or(false),
             };
             let stack: Stack = api.call_with(Method::POST, "/stacks", &request).await?;
             print_stack(ctx, &stack);
@@ -405,6 +419,7 @@ pub async fn run(ctx: &Context, command: StackCommand) -> Result<u8, Failure> {
                 secret_env: pairs("--secret-env", &settings.secret_env, true)?,
                 unset_env,
                 hooks: hooks(&settings.hooks)?,
+                auto_apply: settings.auto_apply,
             };
             let stack: Stack = api
                 .call_with(

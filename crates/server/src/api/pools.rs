@@ -3,7 +3,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use gantry_pki::PoolPublicKey;
 use gantry_store::{NewPool, PoolKey, PoolRecord};
-use gantry_wire::pool::{CreatePool, Pool, PoolWithToken, ResetPool};
+use gantry_wire::error::ErrorCode;
+use gantry_wire::pool::{CreatePool, Pool, PoolWithToken, ResetPool, SealedStack};
 use gantry_wire::token::PoolToken;
 use serde::Deserialize;
 
@@ -61,6 +62,8 @@ fn with_token(
         name: record.name.clone(),
         token: token.encode(),
         pool: convert::pool(record),
+        stacks_affected: Vec::new(),
+        runs_discarded: Vec::new(),
     }
 }
 
@@ -114,9 +117,17 @@ pub async fn show_pool(
 
 /// A new CSR: the old token, and every worker session made with it, stop
 /// working at once. Returns the new token.
+///
+/// Secret variables and stored plans are sealed to the pool's key: with a
+/// new key, no worker can open them. Unless `force`, such a reset is refused
+/// (409) and the stacks named; with it, waiting plans are discarded and the
+/// answer lists the stacks whose secret variables must be set again.
 #[utoipa::path(post, path = "/pools/{pool}/reset", tag = "pools", request_body = ResetPool,
     params(("pool" = String, Path, description = "Name or ID")),
-    responses((status = 200, body = PoolWithToken), (status = 400, body = gantry_wire::error::ErrorBody)))]
+    responses((status = 200, body = PoolWithToken), (status = 400, body = gantry_wire::error::ErrorBody),
+              (status = 404, body = gantry_wire::error::ErrorBody),
+              (status = 409, body = gantry_wire::error::ErrorBody,
+               description = "Stacks hold values sealed to the old key; `details.stacks` lists them. Pass force to reset anyway")))]
 pub async fn reset_pool(
     _user: User,
     State(state): State<AppState>,
@@ -126,10 +137,63 @@ pub async fn reset_pool(
 ) -> ApiResult<Json<PoolWithToken>> {
     let record = find_pool(&state, &pool).await?;
     let (key, credential) = new_key(&request.csr)?;
-    let record = state.store.reset_pool(&record.id, &key, now_ms()).await?;
-    wake_pool_workers(&state, &record.id).await;
-    tracing::info!(pool_id = %record.id, generation = record.generation, "pool reset");
-    Ok(Json(with_token(&state, &headers, &record, credential)))
+    let new_key = key.key_fingerprint != record.key.key_fingerprint;
+    let affected: Vec<SealedStack> = if new_key {
+        let sealed = state.store.sealed_to_pool(&record.id).await?;
+        sealed
+            .into_iter()
+            .map(|s| SealedStack {
+                name: s.stack_name,
+                secret_env: s.secret_env,
+                runs: s.runs,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !affected.is_empty() && !request.force {
+        let list = affected.iter().map(describe).collect::<Vec<_>>().join("; ");
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "resetting pool {} to a new key leaves {} stack(s) unable to run: {list}. \
+                 Their values are sealed to the old key. Reset with --force, then set each secret again \
+                 with `gantry stack update STACK --secret-env NAME=VALUE` (waiting plans are discarded: trigger them again)",
+                record.name,
+                affected.len()
+            ),
+        )
+        .with_field("force")
+        .with_details(serde_json::json!({ "stacks": affected })));
+    }
+    let reset = state.store.reset_pool(&record.id, &key, now_ms()).await?;
+    for run_id in &reset.discarded {
+        state.signals.run_ended(run_id);
+    }
+    if !reset.discarded.is_empty() {
+        state.signals.run_ready(&reset.pool.id);
+    }
+    wake_pool_workers(&state, &reset.pool.id).await;
+    tracing::info!(pool_id = %reset.pool.id, generation = reset.pool.generation, new_key,
+        stacks_affected = affected.len(), runs_discarded = reset.discarded.len(), "pool reset");
+    let mut answer = with_token(&state, &headers, &reset.pool, credential);
+    answer.stacks_affected = affected;
+    answer.runs_discarded = reset.discarded;
+    Ok(Json(answer))
+}
+
+fn describe(stack: &SealedStack) -> String {
+    let mut parts = Vec::new();
+    if !stack.secret_env.is_empty() {
+        parts.push(format!("secret variables {}", stack.secret_env.join(", ")));
+    }
+    if !stack.runs.is_empty() {
+        parts.push(format!(
+            "plans waiting to be applied in runs {}",
+            stack.runs.join(", ")
+        ));
+    }
+    format!("{} ({})", stack.name, parts.join("; "))
 }
 
 /// Every worker now registered finishes its runs and exits, to be replaced
@@ -154,8 +218,9 @@ pub struct DeleteQuery {
 }
 
 #[utoipa::path(delete, path = "/pools/{pool}", tag = "pools",
-    params(("pool" = String, Path, description = "Name or ID"), ("force" = Option<bool>, Query, description = "Cancel or fail runs not yet ended")),
-    responses((status = 204), (status = 409, body = gantry_wire::error::ErrorBody)))]
+    params(("pool" = String, Path, description = "Name or ID"), ("force" = Option<bool>, Query, description = "Cancel or fail runs not yet ended; never deletes stacks")),
+    responses((status = 204), (status = 404, body = gantry_wire::error::ErrorBody),
+              (status = 409, body = gantry_wire::error::ErrorBody, description = "Runs not yet ended (without force), or stacks still use the pool (even with force)")))]
 pub async fn delete_pool(
     _user: User,
     State(state): State<AppState>,

@@ -202,6 +202,7 @@ pub async fn create_stack(
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .collect(),
+        auto_apply: request.auto_apply,
         ..StackRecord::default()
     };
     let created = state
@@ -311,6 +312,9 @@ pub async fn update_stack(
     if let Some(labels) = request.labels {
         record.labels = labels;
     }
+    if let Some(auto_apply) = request.auto_apply {
+        record.auto_apply = auto_apply;
+    }
     for name in &request.unset_env {
         record.env.remove(name);
         record.secret_env.remove(name);
@@ -387,8 +391,8 @@ pub async fn trigger_run(
     ))
 }
 
-/// Applies a tracked run's saved plan: UNCONFIRMED → CONFIRMED, then a worker
-/// of the pool applies exactly that plan.
+/// Applies a tracked or destroy run's saved plan: UNCONFIRMED → CONFIRMED,
+/// then a worker of the pool applies exactly that plan.
 #[utoipa::path(post, path = "/runs/{run}/confirm", tag = "runs", params(("run" = String, Path)),
     responses((status = 200, body = Run), (status = 409, body = gantry_wire::error::ErrorBody)))]
 pub async fn confirm_run(
@@ -402,7 +406,7 @@ pub async fn confirm_run(
     Ok(Json(super::runs::load_run(&state, &record.id).await?))
 }
 
-/// Drops a tracked run's plan: UNCONFIRMED → DISCARDED; the state is untouched.
+/// Drops a tracked or destroy run's plan: UNCONFIRMED → DISCARDED; the state is untouched.
 #[utoipa::path(post, path = "/runs/{run}/discard", tag = "runs", params(("run" = String, Path)),
     responses((status = 200, body = Run), (status = 409, body = gantry_wire::error::ErrorBody)))]
 pub async fn discard_run(

@@ -4,8 +4,10 @@
 //! with the holder's info when it is held). Every POST keeps a version.
 //!
 //! Callers: a run, with the HTTP basic credential its lease carries (valid
-//! for its own stack only, and only while it holds that lease), or a user
-//! with an API token (bearer, or as the basic password).
+//! for its own stack only, and only while it holds that lease; a proposed
+//! run's may only GET), or a user with an API token (bearer, or as the
+//! basic password). The credential is checked before the stack is looked
+//! up; every refusal is a 403 that counts towards the failed-auth limit.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -26,14 +28,19 @@ use crate::state::{now_ms, AppState};
 
 /// Who is touching the state.
 enum Caller {
-    Run(String),
+    /// A run, with the credential its lease carries; `read_only` for a
+    /// proposed run.
+    Run {
+        id: String,
+        read_only: bool,
+    },
     User,
 }
 
 impl Caller {
     fn run_id(&self) -> Option<&str> {
         match self {
-            Caller::Run(id) => Some(id),
+            Caller::Run { id, .. } => Some(id),
             Caller::User => None,
         }
     }
@@ -52,28 +59,46 @@ fn credentials(headers: &HeaderMap) -> Option<String> {
     Some(text.split_once(':')?.1.to_string())
 }
 
+fn refused() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "this credential gives no access to this stack's state: a run's credential only works for its own stack, while the run holds its lease; a user needs a valid API token",
+    )
+}
+
+/// Authenticates the caller, then finds the stack: the stack is looked up
+/// only for a valid credential, and a run's credential gets the same 403 for
+/// another stack as for one that does not exist, so names cannot be probed.
+/// Reads only (no writer connection).
 async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
-    stack: &StackRecord,
-) -> ApiResult<Caller> {
+    stack: &str,
+) -> ApiResult<(Caller, StackRecord)> {
     let Some(secret) = credentials(headers) else {
         return Err(ApiError::unauthorized(
             "the state backend needs credentials: a run's (TF_HTTP_USERNAME/TF_HTTP_PASSWORD, set by the launcher) or an API token",
         ));
     };
     let hash = hash_secret(&secret);
-    if let Some(run_id) = state.store.check_run_credential(&hash, &stack.id).await? {
-        return Ok(Caller::Run(run_id));
+    if let Some(credential) = state.store.check_run_credential(&hash).await? {
+        if stack != credential.stack_id && stack != credential.stack_name {
+            tracing::warn!(run_id = %credential.run_id, "state backend refused a run credential for another stack");
+            return Err(refused());
+        }
+        let record = super::stacks::find_stack(state, &credential.stack_id).await?;
+        let caller = Caller::Run {
+            id: credential.run_id,
+            read_only: credential.read_only,
+        };
+        return Ok((caller, record));
     }
     if state.store.find_api_token(&hash).await?.is_some() {
-        return Ok(Caller::User);
+        let record = super::stacks::find_stack(state, stack).await?;
+        return Ok((Caller::User, record));
     }
-    tracing::warn!(stack = %stack.name, "state backend refused a credential");
-    Err(ApiError::new(
-        ErrorCode::Forbidden,
-        "this credential gives no access to this stack's state: a run's credential only works for its own stack, while the run holds its lease",
-    ))
+    tracing::warn!("state backend refused a credential");
+    Err(refused())
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,8 +163,23 @@ pub async fn state_backend(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let stack = super::stacks::find_stack(&state, &stack).await?;
-    let caller = authorize(&state, &headers, &stack).await?;
+    let (caller, stack) = authorize(&state, &headers, &stack).await?;
+    if matches!(
+        caller,
+        Caller::Run {
+            read_only: true,
+            ..
+        }
+    ) && method != Method::GET
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "a proposed run's state credential is read-only: it may GET the state, not {method} it; \
+                 plan with -lock=false (the launcher does), or trigger a tracked run to change the state"
+            ),
+        ));
+    }
     match method.as_str() {
         "GET" => Ok(match state.store.current_state(&stack.id).await? {
             Some((_, data)) => ([(header::CONTENT_TYPE, "application/json")], data).into_response(),

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gantry_store::{PlanReport, RunRecord};
 use gantry_wire::error::ErrorCode;
-use gantry_wire::run::RunState;
+use gantry_wire::run::{RunState, RunType};
 use gantry_wire::stack::{JobPhase, ReportPlan, StackJob, Tool};
 
 use crate::auth::{hash_secret, new_secret, WorkerSession};
@@ -40,6 +40,9 @@ pub(crate) async fn stack_job(
             &run.id,
             &stack.id,
             &lease_id,
+            // A plan-only run reads the state and nothing else (the launcher
+            // plans it with -lock=false).
+            run.run_type == RunType::Proposed,
             now_ms(),
         )
         .await?;
@@ -68,6 +71,7 @@ pub(crate) async fn stack_job(
         state_username: format!("run-{}", run.id),
         state_password: password,
         secret_env: stack.secret_env.clone(),
+        auto_apply: stack.auto_apply,
     };
     Ok(Some((job, stack.env)))
 }

@@ -3,7 +3,13 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{new_id, SqliteStore};
-use crate::{NewPool, PoolKey, PoolRecord, PoolStore, Result, StoreError};
+use crate::{
+    NewPool, PoolKey, PoolRecord, PoolReset, PoolStore, Result, SealedToPool, StackStore,
+    StoreError,
+};
+
+/// Runs holding a stored workspace that has not been applied yet.
+const AWAITING_APPLY: &str = "('UNCONFIRMED','CONFIRMED')";
 
 const SELECT_POOL: &str = "
     SELECT p.*,
@@ -82,8 +88,75 @@ impl PoolStore for SqliteStore {
         Ok(row.map(|r| pool_from_row(&r)))
     }
 
-    async fn reset_pool(&self, pool_id: &str, key: &PoolKey, _now: i64) -> Result<PoolRecord> {
+    async fn sealed_to_pool(&self, pool_id: &str) -> Result<Vec<SealedToPool>> {
+        let stacks =
+            sqlx::query_as::<_, (String,)>("SELECT id FROM stacks WHERE pool_id = ? ORDER BY name")
+                .bind(pool_id)
+                .fetch_all(&self.reader)
+                .await?;
+        let mut sealed = Vec::new();
+        for (stack_id,) in stacks {
+            let Some(stack) = self.find_stack(&stack_id).await? else {
+                continue; // deleted meanwhile
+            };
+            let runs: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT r.id FROM runs r JOIN run_workspaces w ON w.run_id = r.id
+                 WHERE r.stack_id = ? AND r.state IN {AWAITING_APPLY} ORDER BY r.seq"
+            ))
+            .bind(&stack_id)
+            .fetch_all(&self.reader)
+            .await?;
+            if stack.secret_env.is_empty() && runs.is_empty() {
+                continue;
+            }
+            sealed.push(SealedToPool {
+                stack_id,
+                stack_name: stack.name,
+                secret_env: stack.secret_env.into_keys().collect(),
+                runs,
+            });
+        }
+        Ok(sealed)
+    }
+
+    async fn reset_pool(&self, pool_id: &str, key: &PoolKey, now: i64) -> Result<PoolReset> {
         let mut tx = self.writer.begin().await?;
+        let old_fingerprint: Option<String> =
+            sqlx::query_scalar("SELECT key_fingerprint FROM pools WHERE id = ?")
+                .bind(pool_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(old_fingerprint) = old_fingerprint else {
+            return Err(StoreError::NotFound(format!("pool {pool_id}")));
+        };
+        let mut discarded = Vec::new();
+        if old_fingerprint != key.key_fingerprint {
+            // Their plans are sealed to the old key: no worker of the pool
+            // can open them any more.
+            let runs: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT r.id FROM runs r JOIN run_workspaces w ON w.run_id = r.id
+                 JOIN stacks s ON s.id = r.stack_id
+                 WHERE s.pool_id = ? AND r.state IN {AWAITING_APPLY} ORDER BY r.seq"
+            ))
+            .bind(pool_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for run_id in runs {
+                super::runs::end_run_in_tx(
+                    &mut tx,
+                    &run_id,
+                    "DISCARDED",
+                    None,
+                    Some(
+                        "discarded: the pool was reset to a new key, and the run's stored plan was sealed to the old one, \
+                         so no worker can open it; trigger the run again",
+                    ),
+                    now,
+                )
+                .await?;
+                discarded.push(run_id);
+            }
+        }
         let updated = sqlx::query(
             "UPDATE pools SET public_key_pem = ?, key_fingerprint = ?, credential_hash = ?, generation = generation + 1
              WHERE id = ?",
@@ -102,7 +175,10 @@ impl PoolStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.pool_by_id(pool_id).await
+        Ok(PoolReset {
+            pool: self.pool_by_id(pool_id).await?,
+            discarded,
+        })
     }
 
     async fn cycle_pool(&self, pool_id: &str, now: i64) -> Result<PoolRecord> {
@@ -119,6 +195,21 @@ impl PoolStore for SqliteStore {
 
     async fn delete_pool(&self, pool_id: &str, force: bool, now: i64) -> Result<Vec<String>> {
         let mut tx = self.writer.begin().await?;
+        // Refused whatever `force` says: a stack holds its state history and
+        // secrets, which deleting the pool must not take with it.
+        let stacks: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM stacks WHERE pool_id = ? ORDER BY name")
+                .bind(pool_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !stacks.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "the pool still has {} stack(s): {}; delete them (`gantry stack delete`) or move them to another pool \
+                 (`gantry stack update --pool`) first; --force does not delete stacks",
+                stacks.len(),
+                stacks.join(", ")
+            )));
+        }
         let pending: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, state FROM runs WHERE pool_id = ? AND state NOT IN ('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')",
         )

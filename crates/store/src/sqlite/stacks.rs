@@ -9,11 +9,12 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::at_rest::{SECRET_ENV, WORKSPACE};
 use super::runs::{fenced_error, record_transition, run_by_id, HELD, TERMINAL};
 use super::{from_json, new_id, to_json, SqliteStore};
-use crate::{PlanReport, Result, RunRecord, StackRecord, StackStore, StoreError};
+use crate::{PlanReport, Result, RunCredential, RunRecord, StackRecord, StackStore, StoreError};
 
 const SELECT_STACK: &str = "
     SELECT s.id, s.name, s.pool_id, p.name AS pool_name, s.git_url, s.git_ref, s.archive_sha256,
         s.project_root, s.image, s.tool, s.tool_version, s.tool_path, s.labels, s.env, s.secret_env, s.hooks,
+        s.auto_apply,
         s.created_at, s.updated_at,
         (SELECT serial FROM state_versions v WHERE v.stack_id = s.id ORDER BY version DESC LIMIT 1) AS state_serial
     FROM stacks s JOIN pools p ON p.id = s.pool_id";
@@ -39,6 +40,7 @@ fn stack_from_row(row: &SqliteRow, keyring: &SecretsKeyring) -> Result<StackReco
         env: from_json(row.get("env")),
         secret_env: from_json(&secret_env),
         hooks: from_json(row.get("hooks")),
+        auto_apply: row.get("auto_apply"),
         state_serial: row.get("state_serial"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
@@ -126,8 +128,8 @@ impl StackStore for SqliteStore {
         let id = new_id();
         let inserted = sqlx::query(
             "INSERT INTO stacks (id, name, pool_id, git_url, git_ref, archive, archive_sha256, project_root,
-                image, tool, tool_version, tool_path, labels, env, secret_env, hooks, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                image, tool, tool_version, tool_path, labels, env, secret_env, hooks, auto_apply, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&id)
         .bind(&stack.name)
@@ -145,6 +147,7 @@ impl StackStore for SqliteStore {
         .bind(to_json(&stack.env))
         .bind(self.seal_secret_env(&id, &stack.secret_env))
         .bind(to_json(&stack.hooks))
+        .bind(stack.auto_apply)
         .bind(now)
         .bind(now)
         .execute(&self.writer)
@@ -184,7 +187,8 @@ impl StackStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "UPDATE stacks SET pool_id = ?, git_url = ?, git_ref = ?, archive_sha256 = ?, project_root = ?,
-                image = ?, tool = ?, tool_version = ?, tool_path = ?, labels = ?, env = ?, secret_env = ?, hooks = ?, updated_at = ?
+                image = ?, tool = ?, tool_version = ?, tool_path = ?, labels = ?, env = ?, secret_env = ?, hooks = ?, auto_apply = ?,
+                updated_at = ?
              WHERE id = ?",
         )
         .bind(&stack.pool_id)
@@ -200,6 +204,7 @@ impl StackStore for SqliteStore {
         .bind(to_json(&stack.env))
         .bind(self.seal_secret_env(&stack.id, &stack.secret_env))
         .bind(to_json(&stack.hooks))
+        .bind(stack.auto_apply)
         .bind(now)
         .bind(&stack.id)
         .execute(&mut *tx)
@@ -442,7 +447,7 @@ impl StackStore for SqliteStore {
         if updated.rows_affected() == 0 {
             let run = run_by_id(&mut tx, run_id).await?;
             return Err(StoreError::Conflict(format!(
-                "run {run_id} is {}: only a tracked run waiting in UNCONFIRMED can be confirmed",
+                "run {run_id} is {}: only a tracked or destroy run waiting in UNCONFIRMED can be confirmed",
                 run.state
             )));
         }
@@ -457,7 +462,7 @@ impl StackStore for SqliteStore {
         let run = run_by_id(&mut tx, run_id).await?;
         if run.state != RunState::Unconfirmed {
             return Err(StoreError::Conflict(format!(
-                "run {run_id} is {}: only a tracked run waiting in UNCONFIRMED can be discarded",
+                "run {run_id} is {}: only a tracked or destroy run waiting in UNCONFIRMED can be discarded",
                 run.state
             )));
         }
@@ -481,35 +486,43 @@ impl StackStore for SqliteStore {
         run_id: &str,
         stack_id: &str,
         lease_id: &str,
+        read_only: bool,
         now: i64,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO run_credentials (token_hash, run_id, stack_id, lease_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO run_credentials (token_hash, run_id, stack_id, lease_id, read_only, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(token_hash)
         .bind(run_id)
         .bind(stack_id)
         .bind(lease_id)
+        .bind(read_only)
         .bind(now)
         .execute(&self.writer)
         .await?;
         Ok(())
     }
 
-    async fn check_run_credential(
-        &self,
-        token_hash: &str,
-        stack_id: &str,
-    ) -> Result<Option<String>> {
-        let run_id = sqlx::query_scalar(&format!(
-            "SELECT r.id FROM run_credentials c JOIN runs r ON r.id = c.run_id
-             WHERE c.token_hash = ? AND c.stack_id = ? AND r.stack_id = c.stack_id
+    async fn check_run_credential(&self, token_hash: &str) -> Result<Option<RunCredential>> {
+        // The reader: a credential is committed before its lease reaches the
+        // launcher, and the state backend must not queue behind the writer.
+        let row: Option<(String, String, String, bool)> = sqlx::query_as(&format!(
+            "SELECT r.id, c.stack_id, s.name, c.read_only
+             FROM run_credentials c JOIN runs r ON r.id = c.run_id JOIN stacks s ON s.id = c.stack_id
+             WHERE c.token_hash = ? AND r.stack_id = c.stack_id
                AND r.lease_id = c.lease_id AND r.state IN {HELD}"
         ))
         .bind(token_hash)
-        .bind(stack_id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.reader)
         .await?;
-        Ok(run_id)
+        Ok(
+            row.map(|(run_id, stack_id, stack_name, read_only)| RunCredential {
+                run_id,
+                stack_id,
+                stack_name,
+                read_only,
+            }),
+        )
     }
 }
