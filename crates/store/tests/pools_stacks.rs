@@ -117,6 +117,11 @@ impl Seeded {
             .put_workspace(&run.id, &lease, b"GNTRYENV1 sealed to the old key")
             .await
             .unwrap();
+        // `planned` ends only a plan phase.
+        self.store
+            .report_state(&run.id, &lease, RunState::Planning, 4)
+            .await
+            .unwrap();
         let parked = self
             .store
             .park_unconfirmed(&run.id, &lease, 0, 4)
