@@ -140,3 +140,61 @@ fn a_worker_that_comes_back_late_is_fenced_off() {
         "FINISHED"
     );
 }
+
+/// What a killed launcher had spooled but not yet uploaded is uploaded by
+/// the next launcher on its work directory: the log has every line the run
+/// printed, once, in order, and the run ends with a clear reason.
+#[test]
+fn lines_spooled_when_a_launcher_is_killed_are_uploaded_by_the_next_one() {
+    let server = Server::start_with("60s");
+    let pool = server.create_pool("spooled");
+    let launcher = Launcher::start(&pool, &[]);
+    launcher.wait_registered();
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let script = format!(
+        "for i in $(seq 1 600); do echo line $i; echo $i > {}; sleep 0.02; done",
+        count.display()
+    );
+    let id = server.submit("spooled", &["sh", "-c", &script]);
+    server.wait_state(&id, "APPLYING", Duration::from_secs(10));
+    wait_for("some lines uploaded", Duration::from_secs(10), || {
+        (server.logs(&id).len() > 40).then_some(())
+    });
+
+    // The control plane stops answering: uploads stall while the run prints.
+    server.proc.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(2));
+    let work_dir = launcher.work_dir.clone();
+    let mut launcher = launcher;
+    launcher.proc.signal(Signal::SIGKILL);
+    launcher.proc.wait_exit(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let printed: usize = std::fs::read_to_string(&count)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    server.proc.signal(Signal::SIGCONT);
+
+    let again = Launcher::start_in(&pool, &work_dir, &[]);
+    again.wait_registered();
+    let run = server.wait_run_end(&id, Duration::from_secs(20));
+    assert_eq!(run["state"], "FAILED");
+    assert_eq!(
+        run["reason"],
+        "the launcher restarted while the run was in flight"
+    );
+    let log = String::from_utf8(server.logs(&id)).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let expected: Vec<String> = (1..=lines.len()).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "every line once, in order");
+    // A line may still have been in the pipe when the launcher died; every
+    // line it had written to its spool is there.
+    assert!(
+        lines.len() + 2 >= printed,
+        "{} lines in the log, {printed} printed before the kill\n{}",
+        lines.len(),
+        again.proc.log()
+    );
+}

@@ -23,7 +23,7 @@ use crate::client::{CallError, ControlPlane};
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::exit;
-use crate::orphans::InFlightRuns;
+use crate::orphans::{InFlight, InFlightRuns};
 use crate::register::SessionKeeper;
 use crate::run::{self, Control, RunContext};
 
@@ -113,16 +113,6 @@ pub async fn run(config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
-    // Before registering: what a crashed predecessor left running (run
-    // containers) stops before its runs are reported failed.
-    let executor = match Executor::open(&config).await {
-        Ok(executor) => executor,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("gantry-launcher: configuration error: {message}");
-            return exit::CONFIG;
-        }
-    };
     let client = match ControlPlane::new(&config) {
         Ok(client) => Arc::new(client),
         Err(error) => {
@@ -130,8 +120,43 @@ pub async fn run(config: Config) -> u8 {
             return exit::CONFIG;
         }
     };
+    // What a dead predecessor on this work directory left in flight: we
+    // register as the worker it was, and end those runs ourselves.
     let orphans = in_flight.left_behind();
-    let registration = match crate::register::register(&client, &config, &orphans, None).await {
+    let keep: Vec<String> = orphans
+        .iter()
+        .map(|o| crate::orphans::lease_key(&o.lease))
+        .collect();
+    // Before registering: what a crashed predecessor left running (run
+    // containers) stops before its runs are reported failed.
+    let executor = match Executor::open(&config, &keep).await {
+        Ok(executor) => executor,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("gantry-launcher: configuration error: {message}");
+            return exit::CONFIG;
+        }
+    };
+
+    let resume = orphans
+        .iter()
+        .map(|o| o.worker_id.clone())
+        .find(|w| !w.is_empty());
+    // Records of an older launcher hold no worker to resume: the control
+    // plane ends those runs at registration.
+    let reported: Vec<_> = orphans
+        .iter()
+        .filter(|o| o.worker_id.is_empty())
+        .map(InFlight::orphan)
+        .collect();
+    let registration = match crate::register::register(
+        &client,
+        &config,
+        &reported,
+        resume.as_deref(),
+    )
+    .await
+    {
         Ok(registration) => registration,
         Err(error) => return refused_at_start(&config, &error),
     };
@@ -139,10 +164,6 @@ pub async fn run(config: Config) -> u8 {
     // registration succeeds, a signal still ends the launcher at once.)
     let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
     let mut sigint = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
-    for orphan in &orphans {
-        tracing::warn!(run_id = %orphan.run_id, "reported a run left in flight by a previous launcher");
-        in_flight.forget(&orphan.run_id);
-    }
     tracing::info!(
         worker_id = %registration.worker_id,
         pool_id = %config.token.pool_id,
@@ -186,11 +207,32 @@ pub async fn run(config: Config) -> u8 {
         client: client.clone(),
         in_flight,
         executor,
+        keeper: keeper.clone(),
     });
 
     let mut signals_seen = 0;
     let mut tasks = JoinSet::new();
     let mut exit_code = exit::OK;
+
+    let resumed = resume.as_deref() == Some(registration.worker_id.as_str());
+    for orphan in orphans {
+        tracing::warn!(run_id = %orphan.lease.run_id, resumed, "a run left in flight by a previous launcher on this work directory");
+        // Held while it is recovered, so heartbeats keep its lease alive.
+        let (control, _ignored) = mpsc::unbounded_channel();
+        let lease_id = orphan.lease.lease_id.clone();
+        shared.runs.lock().expect("runs lock").insert(
+            lease_id.clone(),
+            RunHandle {
+                run_id: orphan.lease.run_id.clone(),
+                control,
+            },
+        );
+        let (ctx, shared) = (ctx.clone(), shared.clone());
+        tasks.spawn(async move {
+            crate::recovery::recover(&ctx, &orphan, resumed).await;
+            shared.runs.lock().expect("runs lock").remove(&lease_id);
+        });
+    }
 
     loop {
         let leaving = shared.leaving.load(Ordering::Acquire);

@@ -54,6 +54,15 @@ impl Spool {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
     }
+
+    /// A spool whose writer is gone (a dead launcher's): `written` bytes,
+    /// and no more will come.
+    pub fn finished(written: u64) -> Arc<Spool> {
+        let spool = Spool::new();
+        spool.written.store(written, Ordering::Release);
+        spool.close();
+        spool
+    }
 }
 
 /// The writing end of a spool: appends to the spool file and wakes the
@@ -200,6 +209,15 @@ pub struct Uploader {
     masker: Masker,
     /// (offset, length) of each chunk sent, by sequence number.
     boundaries: Vec<(u64, u64)>,
+    /// The same boundaries on disk (`<spool>.chunks`, "offset length" a
+    /// line), each written before its chunk is sent, so that the next
+    /// launcher can finish a dead one's upload with the very same chunks.
+    journal: File,
+}
+
+/// Where an uploader keeps its chunk boundaries, beside the spool.
+pub fn journal_path(spool_path: &Path) -> std::path::PathBuf {
+    spool_path.with_extension("chunks")
 }
 
 impl Uploader {
@@ -217,12 +235,56 @@ impl Uploader {
             file: File::open(spool_path)?,
             masker,
             boundaries: Vec::new(),
+            journal: File::create(journal_path(spool_path))?,
         })
+    }
+
+    /// Takes over the upload a dead launcher left: the chunks it cut, from
+    /// its journal, and the spool it wrote.
+    pub fn resume(
+        client: Arc<ControlPlane>,
+        run_id: &str,
+        lease_id: &str,
+        spool_path: &Path,
+        masker: Masker,
+    ) -> std::io::Result<Uploader> {
+        let journal_path = journal_path(spool_path);
+        let boundaries = std::fs::read_to_string(&journal_path)
+            .unwrap_or_default()
+            .lines()
+            .map_while(|line| {
+                let (offset, length) = line.split_once(' ')?;
+                Some((offset.parse().ok()?, length.parse().ok()?))
+            })
+            .collect();
+        Ok(Uploader {
+            client,
+            run_id: run_id.to_string(),
+            lease_id: lease_id.to_string(),
+            file: File::open(spool_path)?,
+            masker,
+            boundaries,
+            journal: std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(journal_path)?,
+        })
+    }
+
+    /// Finishes a dead launcher's upload: sends again the last chunk it cut
+    /// (it may not have landed; every earlier one had, as chunks go one at a
+    /// time), then the rest of the spool. Returns the number of chunks.
+    pub async fn finish_left_behind(&mut self) -> Result<u64, UploadError> {
+        if let Some(last) = self.boundaries.len().checked_sub(1) {
+            self.send(last as u64).await?;
+        }
+        let written = self.file.metadata().map_or(0, |m| m.len());
+        self.run(Spool::finished(written)).await
     }
 
     /// Uploads until the spool is closed and fully sent. Returns the number of chunks.
     pub async fn run(&mut self, spool: Arc<Spool>) -> Result<u64, UploadError> {
-        let mut uploaded = 0u64;
+        let mut uploaded = self.boundaries.last().map_or(0, |(o, l)| o + l);
         let mut waiting_since = Instant::now();
         loop {
             let notified = spool.notify.notified();
@@ -239,6 +301,9 @@ impl Uploader {
                 if length > 0 {
                     let seq = self.boundaries.len() as u64;
                     self.boundaries.push((uploaded, length));
+                    if let Err(error) = writeln!(self.journal, "{uploaded} {length}") {
+                        tracing::warn!(run_id = %self.run_id, %error, "cannot journal a log chunk");
+                    }
                     self.send(seq).await?;
                     uploaded += length;
                     waiting_since = Instant::now();

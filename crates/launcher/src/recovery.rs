@@ -1,4 +1,5 @@
-//! State an apply produced that the control plane does not have yet.
+//! What a run left that the control plane does not have yet: the state an
+//! apply produced, and the log a dead launcher had spooled but not sent.
 //!
 //! Terraform saves its state to the control plane's state backend as it
 //! applies. When that save fails (the control plane was unreachable past
@@ -12,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::client::{CallError, ControlPlane, RetryLog};
+use crate::logs::{Masker, Uploader};
+use crate::orphans::InFlight;
+use crate::run::{report_end, Ending, RunContext};
 
 /// The file Terraform leaves when it cannot save its state.
 pub const ERRORED_STATE: &str = "errored.tfstate";
@@ -65,6 +69,88 @@ pub async fn upload(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// Ends a run a dead launcher on this work directory left in flight: the
+/// rest of its log, then any state Terraform could not save, then the end
+/// itself (FAILED: the run's processes died with that launcher). With
+/// `resumed` false the control plane did not know the dead launcher's
+/// worker any more and has already ended the run: only the files go.
+pub async fn recover(ctx: &RunContext, orphan: &InFlight, resumed: bool) {
+    let lease = &orphan.lease;
+    let run_id = lease.run_id.as_str();
+    let (workspace, spool_path) = crate::run::paths(&ctx.config, lease);
+    let mut outcome = Ok(());
+    if resumed && !orphan.worker_id.is_empty() {
+        outcome = finish_left_behind(ctx, orphan, &workspace, &spool_path).await;
+    }
+    match (outcome, unsaved_state(&workspace)) {
+        (_, Some(path)) => tracing::error!(
+            run_id,
+            path = %path.display(),
+            "the run's workspace holds a Terraform state the control plane does not have; it is kept"
+        ),
+        (_, None) => {
+            let _ = std::fs::remove_dir_all(&workspace);
+        }
+    }
+    let _ = std::fs::remove_file(&spool_path);
+    let _ = std::fs::remove_file(crate::logs::journal_path(&spool_path));
+    ctx.in_flight.forget(lease);
+}
+
+async fn finish_left_behind(
+    ctx: &RunContext,
+    orphan: &InFlight,
+    workspace: &Path,
+    spool_path: &Path,
+) -> Result<(), crate::run::Abandoned> {
+    let lease = &orphan.lease;
+    let run_id = lease.run_id.as_str();
+    let launcher_env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let mut secrets: Vec<String> = ctx
+        .config
+        .mask_envs
+        .iter()
+        .filter_map(|name| launcher_env.get(name).cloned())
+        .collect();
+    if let Some(job) = &lease.stack {
+        secrets.push(job.state_password.clone());
+        if let Ok(values) = crate::workspace::secrets(job, &ctx.config.private_key) {
+            secrets.extend(values.into_iter().map(|(_, v)| v));
+        }
+    }
+    let mut chunks = 0;
+    let uploader = match Uploader::resume(
+        ctx.client.clone(),
+        run_id,
+        &lease.lease_id,
+        spool_path,
+        Masker::new(secrets),
+    ) {
+        Ok(mut uploader) => match uploader.finish_left_behind().await {
+            Ok(count) => {
+                chunks = count;
+                tracing::info!(run_id, chunks, "uploaded the log a dead launcher had spooled");
+                Some(uploader)
+            }
+            Err(crate::logs::UploadError::LeaseLost) => return Err(crate::run::Abandoned),
+        },
+        // No spool: the launcher died before the run printed anything.
+        Err(_) => None,
+    };
+    let mut reason = "the launcher restarted while the run was in flight".to_string();
+    if lease.stack.is_some() {
+        if let Some(path) = unsaved_state(workspace) {
+            match upload(&ctx.client, run_id, &lease.lease_id, &path).await {
+                Ok(version) => reason.push_str(&format!(
+                    "; the state Terraform could not save was uploaded (state version {version})"
+                )),
+                Err(error) => tracing::error!(run_id, %error, "the control plane refused the state Terraform could not save"),
+            }
+        }
+    }
+    report_end(ctx, lease, uploader.as_ref(), chunks, Ending::failed(reason)).await
 }
 
 #[cfg(test)]

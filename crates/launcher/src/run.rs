@@ -44,6 +44,7 @@ pub struct RunContext {
     pub client: Arc<ControlPlane>,
     pub in_flight: InFlightRuns,
     pub executor: Executor,
+    pub keeper: Arc<crate::register::SessionKeeper>,
 }
 
 /// The run's whole environment: what the run defines, the launcher's proxy
@@ -133,11 +134,8 @@ pub async fn execute(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let run_id = lease.run_id.clone();
-    ctx.in_flight.remember(&run_id, &lease.lease_id);
-    // Keyed by lease: a plan and an apply of one run never share either.
-    let key = format!("{run_id}.{}", lease.lease_id);
-    let workspace = ctx.config.work_dir.join("workspaces").join(&key);
-    let spool_path = ctx.config.work_dir.join("logs").join(format!("{key}.log"));
+    ctx.in_flight.remember(&lease, &ctx.keeper.worker_id());
+    let (workspace, spool_path) = paths(&ctx.config, &lease);
     let result = execute_in(&ctx, &lease, &mut control, &workspace, &spool_path).await;
     match crate::recovery::unsaved_state(&workspace) {
         // Terraform's state that reached no control plane: never deleted.
@@ -152,7 +150,8 @@ pub async fn execute(
         }
     }
     let _ = std::fs::remove_file(&spool_path);
-    ctx.in_flight.forget(&run_id);
+    let _ = std::fs::remove_file(crate::logs::journal_path(&spool_path));
+    ctx.in_flight.forget(&lease);
     match result {
         Ok(()) => {}
         Err(Abandoned) => tracing::warn!(
@@ -163,6 +162,16 @@ pub async fn execute(
 }
 
 pub(crate) struct Abandoned;
+
+/// The run's workspace and log spool on this host. Keyed by lease: a plan
+/// and an apply of one run never share either.
+pub(crate) fn paths(config: &Config, lease: &RunLease) -> (PathBuf, PathBuf) {
+    let key = crate::orphans::lease_key(lease);
+    (
+        config.work_dir.join("workspaces").join(&key),
+        config.work_dir.join("logs").join(format!("{key}.log")),
+    )
+}
 
 type Upload = (Uploader, Result<u64, UploadError>);
 

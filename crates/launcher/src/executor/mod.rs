@@ -47,11 +47,14 @@ pub enum Executor {
 impl Executor {
     /// Connects to and checks what the executor needs, once, at launcher
     /// start, and clears what a previous launcher on this work directory left
-    /// behind (workspaces, spools, containers). The caller holds the work
-    /// directory's lock. An error names the setting to fix.
-    pub async fn open(config: &Config) -> Result<Executor, String> {
-        clear_dir(&config.work_dir.join("workspaces"));
-        clear_dir(&config.work_dir.join("logs"));
+    /// behind (workspaces, spools, containers), but for what belongs to the
+    /// runs it left in flight (`keep`: their lease keys), which are yet to be
+    /// recovered, and any workspace holding a state Terraform could not
+    /// save. The caller holds the work directory's lock. An error names the
+    /// setting to fix.
+    pub async fn open(config: &Config, keep: &[String]) -> Result<Executor, String> {
+        clear_dir(&config.work_dir.join("workspaces"), keep);
+        clear_dir(&config.work_dir.join("logs"), keep);
         match config.executor {
             ExecutorKind::Process => Ok(Executor::Process),
             ExecutorKind::Docker => {
@@ -163,12 +166,20 @@ impl Stopper {
 }
 
 /// Empties a directory of per-run leftovers; it is recreated on use.
-fn clear_dir(dir: &Path) {
+fn clear_dir(dir: &Path, keep: &[String]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if keep.iter().any(|key| name.starts_with(key.as_str())) {
+            continue;
+        }
+        if let Some(state) = crate::recovery::unsaved_state(&path) {
+            tracing::error!(path = %state.display(), "a previous launcher left a Terraform state the control plane may not have; kept");
+            continue;
+        }
         let removed = if path.is_dir() {
             std::fs::remove_dir_all(&path)
         } else {
