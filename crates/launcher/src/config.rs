@@ -429,7 +429,7 @@ pub fn load() -> Result<Config, ConfigError> {
 
     let executor = match args.executor {
         Some(kind) => kind,
-        None if crate::executor::docker_reachable() => ExecutorKind::Docker,
+        None if docker_reachable() => ExecutorKind::Docker,
         None => ExecutorKind::Process,
     };
     let work_dir = args.work_dir.clone().unwrap_or_else(default_work_dir);
@@ -469,6 +469,19 @@ pub fn load() -> Result<Config, ConfigError> {
         log_format,
         log_level: args.log_level,
     })
+}
+
+/// Whether a Docker engine answers on `DOCKER_HOST` or the local socket.
+fn docker_reachable() -> bool {
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(host) => match host.strip_prefix("unix://") {
+            Some(path) => PathBuf::from(path),
+            // A TCP engine: assume reachable; the executor reports otherwise.
+            None => return !host.is_empty(),
+        },
+        Err(_) => PathBuf::from("/var/run/docker.sock"),
+    };
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
 fn trimmed(names: Vec<String>) -> Vec<String> {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::client::{with_retry, ControlPlane};
 use crate::config::Config;
-use crate::executor::{Executor, Exit, RunSpec, Running, Stopper};
+use crate::executor::{Executor, Exit, RunSpec, Running, Stopper, DEFAULT_PATH};
 use crate::logs::{Masker, Spool, SpoolSink, UploadError, Uploader};
 use crate::orphans::InFlightRuns;
 
@@ -27,9 +27,6 @@ pub enum Control {
     Abandon,
 }
 
-/// Variables every run gets, for tools to find their way around.
-pub(crate) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PROXY_VARS: [&str; 6] = [
     "HTTP_PROXY",
     "HTTPS_PROXY",

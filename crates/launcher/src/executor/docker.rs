@@ -307,7 +307,7 @@ impl DockerExecutor {
             // The launcher's default PATH is for processes on this host; in a
             // container the image's PATH applies, unless the run sets one.
             .filter(|(name, value)| {
-                !(name.as_str() == "PATH" && value.as_str() == crate::run::DEFAULT_PATH)
+                !(name.as_str() == "PATH" && value.as_str() == super::DEFAULT_PATH)
             })
             .map(|(name, value)| format!("{name}={value}"))
             .collect();

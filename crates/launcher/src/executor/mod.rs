@@ -13,6 +13,10 @@ use std::sync::Arc;
 use crate::config::{Config, ExecutorKind};
 use crate::logs::SpoolSink;
 
+/// The PATH a run gets unless it sets one: for processes on this host. (In
+/// a container the image's PATH applies instead.)
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What to execute, already decided by [`crate::run`].
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -180,17 +184,4 @@ fn clear_dir(dir: &Path) {
             }
         }
     }
-}
-
-/// Whether a Docker engine answers on `DOCKER_HOST` or the local socket.
-pub fn docker_reachable() -> bool {
-    let socket = match std::env::var("DOCKER_HOST") {
-        Ok(host) => match host.strip_prefix("unix://") {
-            Some(path) => PathBuf::from(path),
-            // A TCP engine: assume reachable; the executor reports otherwise.
-            None => return !host.is_empty(),
-        },
-        Err(_) => PathBuf::from("/var/run/docker.sock"),
-    };
-    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
