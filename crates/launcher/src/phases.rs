@@ -392,9 +392,10 @@ impl Phases<'_> {
     }
 
     async fn init(&mut self) -> Result<(), Halt> {
-        std::fs::write(
-            self.root.join(workspace::BACKEND_OVERRIDE),
-            "terraform {\n  backend \"http\" {}\n}\n",
+        workspace::write_new(
+            &self.root,
+            workspace::BACKEND_OVERRIDE,
+            b"terraform {\n  backend \"http\" {}\n}\n",
         )
         .map_err(|e| format!("cannot write {}: {e}", workspace::BACKEND_OVERRIDE))?;
         self.hooks("before_init").await?;
@@ -411,6 +412,8 @@ impl Phases<'_> {
 
     /// Runs the tool with stdout into a file of the root module, and reads it.
     async fn capture(&mut self, what: &str, args: &str, file: &str) -> Result<Vec<u8>, Halt> {
+        // Not through a link the source may have put there.
+        let _ = std::fs::remove_file(self.root.join(file));
         let script = format!("\"$0\" {args} > {file}");
         self.step(what, vec!["sh".into(), "-c".into(), script, self.tool()])
             .await?;
@@ -438,12 +441,7 @@ impl Phases<'_> {
             })
             .await?;
         }
-        if !self.root.is_dir() {
-            return Err(Halt::from(format!(
-                "PREPARING: the project root {:?} is not a directory of the source; fix the stack's --project-root",
-                self.job.project_root
-            )));
-        }
+        self.root = workspace::resolve_root(source, &self.job.project_root)?;
         self.check_tool_version("PREPARING").await?;
         self.report(RunState::Initializing).await?;
         self.init().await?;
@@ -510,6 +508,7 @@ impl Phases<'_> {
         let packed = workspace::open(&self.ctx.config.private_key, &sealed)?;
         workspace::unpack(&packed, source)
             .map_err(|e| format!("cannot unpack the stored workspace: {e}"))?;
+        self.root = workspace::resolve_root(source, &self.job.project_root)?;
         self.check_tool_version("APPLYING").await?;
         // The providers were left out of the stored workspace.
         self.init().await?;

@@ -2,7 +2,7 @@
 //! exact commit, or the uploaded archive), the backend override, the sealed
 //! archive kept between plan and apply, and reading Terraform's JSON.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use gantry_pki::{PoolPrivateKey, PoolPublicKey};
@@ -14,6 +14,50 @@ use crate::logs::SpoolSink;
 
 /// Written next to the root module so its state lives in the control plane.
 pub const BACKEND_OVERRIDE: &str = "gantry_backend_override.tf";
+
+/// The root module: `project_root` inside `source`, resolved (symbolic links
+/// and `..` followed) and checked to stay inside the source. Everything the
+/// launcher writes or hands to the run's user goes under this path, so a
+/// link committed in the repository cannot point it at the worker's own
+/// files.
+pub fn resolve_root(source: &Path, project_root: &str) -> Result<PathBuf, String> {
+    let not_a_directory = || {
+        format!(
+            "PREPARING: the project root {project_root:?} is not a directory of the source; fix the stack's --project-root"
+        )
+    };
+    let source = std::fs::canonicalize(source)
+        .map_err(|e| format!("PREPARING: cannot resolve the source directory: {e}"))?;
+    let root = std::fs::canonicalize(source.join(project_root)).map_err(|_| not_a_directory())?;
+    if !root.starts_with(&source) {
+        return Err(format!(
+            "PREPARING: the project root {project_root:?} leads outside the stack's source (through a symbolic link or `..`); \
+             the launcher refuses to use it: point the stack's --project-root at a directory inside the repository"
+        ));
+    }
+    if !root.is_dir() {
+        return Err(not_a_directory());
+    }
+    Ok(root)
+}
+
+/// Writes `data` as the file `name` of the root module, replacing whatever
+/// the source put there (a symbolic link included: it is removed, never
+/// followed).
+pub fn write_new(root: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = root.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?
+        .write_all(data)
+}
 
 /// Runs git in the launcher, its output into the run's log.
 async fn git(sink: Option<&SpoolSink>, args: &[&str], cwd: &Path) -> Result<String, String> {
@@ -232,6 +276,57 @@ mod tests {
             {"change":{"actions":["no-op"]}}]}"#;
         let s = plan_summary(plan).unwrap();
         assert_eq!((s.add, s.change, s.destroy), (2, 1, 1));
+    }
+
+    #[test]
+    fn a_project_root_cannot_lead_outside_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(source.join("envs/prod")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, source.join("escape")).unwrap();
+        std::os::unix::fs::symlink("envs", source.join("inner")).unwrap();
+        std::fs::write(source.join("file.tf"), "").unwrap();
+
+        let root = resolve_root(&source, "envs/prod").unwrap();
+        assert!(root.ends_with("source/envs/prod"), "{root:?}");
+        assert!(resolve_root(&source, "inner/prod")
+            .unwrap()
+            .ends_with("source/envs/prod"));
+        assert!(resolve_root(&source, "").unwrap().ends_with("source"));
+        for escaping in [
+            "escape",
+            "escape/",
+            "../outside",
+            "envs/../../outside",
+            "/tmp",
+        ] {
+            let error = resolve_root(&source, escaping).unwrap_err();
+            assert!(
+                error.contains("outside the stack's source"),
+                "{escaping}: {error}"
+            );
+        }
+        for missing in ["nope", "file.tf"] {
+            let error = resolve_root(&source, missing).unwrap_err();
+            assert!(error.contains("not a directory"), "{missing}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_backend_override_replaces_a_link_instead_of_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join(BACKEND_OVERRIDE)).unwrap();
+        write_new(&root, BACKEND_OVERRIDE, b"terraform {}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let written = root.join(BACKEND_OVERRIDE);
+        assert!(!std::fs::symlink_metadata(&written).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(written).unwrap(), "terraform {}");
     }
 
     #[test]
