@@ -321,3 +321,47 @@ fn git_source_at_a_pinned_commit() {
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     let _ = daemon.wait();
 }
+
+/// A plan that only changes outputs (a stack's first output, then a new
+/// value) waits for confirmation and, confirmed, puts them in the state.
+#[test]
+#[ignore = "slow: terraform"]
+fn a_plan_that_only_changes_outputs_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(env) = tools(dir.path()) else { return };
+    let source = dir.path().join("outputs");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("main.tf"),
+        "variable \"greeting\" {\n  default = \"hello\"\n}\noutput \"greeting\" {\n  value = var.greeting\n}\n",
+    )
+    .unwrap();
+    let server = Server::start_with("10s");
+    let pool = server.create_pool("tf");
+    let _launcher = start_launcher(&pool, &env);
+    create_stack(&server, "out", "tf", &source, &[]);
+
+    let id = trigger(&server, "out", "tracked");
+    let run = server.wait_state(&id, "UNCONFIRMED", LONG);
+    assert_eq!(run["plan"]["outputs"], 1, "{run:#}");
+    server.cli_json(&["run", "confirm", &id]);
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(run["outputs"][0]["name"], "greeting", "{run:#}");
+    assert_eq!(run["outputs"][0]["value"], "hello");
+    assert_eq!(versions(&server, "out").len(), 1);
+
+    // Nothing changed: nothing to confirm.
+    let id = trigger(&server, "out", "tracked");
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(run["plan"]["outputs"], 0, "{run:#}");
+    assert!(log_text(&server, &id).contains("nothing to confirm"));
+
+    // A new value is a change again.
+    server.cli_json(&["stack", "update", "out", "--env", "TF_VAR_greeting=bye"]);
+    let id = trigger(&server, "out", "tracked");
+    server.wait_state(&id, "UNCONFIRMED", LONG);
+    server.cli_json(&["run", "confirm", &id]);
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(run["outputs"][0]["value"], "bye", "{run:#}");
+    assert_eq!(versions(&server, "out").len(), 2);
+}

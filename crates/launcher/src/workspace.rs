@@ -239,6 +239,15 @@ pub fn plan_summary(plan_json: &[u8]) -> Result<PlanSummary, String> {
             _ => {}
         }
     }
+    // A plan can change only outputs (a stack's first output, a changed
+    // value): Terraform applies it, so it is a change too.
+    for change in plan["output_changes"].as_object().into_iter().flatten() {
+        let actions = change.1["actions"].as_array();
+        let no_op = actions.is_some_and(|a| a.iter().all(|a| a == "no-op"));
+        if !no_op {
+            summary.outputs += 1;
+        }
+    }
     Ok(summary)
 }
 
@@ -327,6 +336,19 @@ mod tests {
         let written = root.join(BACKEND_OVERRIDE);
         assert!(!std::fs::symlink_metadata(&written).unwrap().is_symlink());
         assert_eq!(std::fs::read_to_string(written).unwrap(), "terraform {}");
+    }
+
+    #[test]
+    fn plan_summary_counts_output_changes() {
+        let plan = br#"{"resource_changes":[{"change":{"actions":["no-op"]}}],
+            "output_changes":{
+                "new":{"actions":["create"]},
+                "same":{"actions":["no-op"]},
+                "changed":{"actions":["update"]},
+                "gone":{"actions":["delete"]}}}"#;
+        let s = plan_summary(plan).unwrap();
+        assert_eq!((s.add, s.change, s.destroy, s.outputs), (0, 0, 0, 3));
+        assert!(s.has_changes());
     }
 
     #[test]

@@ -196,17 +196,22 @@ pub struct TriggerRun {
 }
 
 /// Resources a plan adds, changes and destroys (a replace counts as one add
-/// and one destroy, as Terraform prints it).
+/// and one destroy, as Terraform prints it), and the outputs it changes: a
+/// plan that only changes outputs still has something to apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlanSummary {
     pub add: u32,
     pub change: u32,
     pub destroy: u32,
+    /// Outputs added, changed or removed (Terraform's "Changes to Outputs").
+    #[serde(default)]
+    pub outputs: u32,
 }
 
 impl PlanSummary {
+    /// Whether applying the plan changes anything: resources or outputs.
     pub fn has_changes(&self) -> bool {
-        self.add + self.change + self.destroy > 0
+        self.add + self.change + self.destroy + self.outputs > 0
     }
 }
 
@@ -219,7 +224,12 @@ impl std::fmt::Display for PlanSummary {
             f,
             "{} to add, {} to change, {} to destroy",
             self.add, self.change, self.destroy
-        )
+        )?;
+        match self.outputs {
+            0 => Ok(()),
+            1 => f.write_str(", 1 output to change"),
+            n => write!(f, ", {n} outputs to change"),
+        }
     }
 }
 
@@ -307,6 +317,23 @@ pub struct ReportPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_that_only_changes_outputs_has_changes() {
+        let outputs_only = PlanSummary {
+            outputs: 1,
+            ..PlanSummary::default()
+        };
+        assert!(outputs_only.has_changes());
+        assert_eq!(
+            outputs_only.to_string(),
+            "0 to add, 0 to change, 0 to destroy, 1 output to change"
+        );
+        assert!(!PlanSummary::default().has_changes());
+        // Summaries stored before the field existed read as no output changes.
+        let old: PlanSummary = serde_json::from_str(r#"{"add":1,"change":0,"destroy":0}"#).unwrap();
+        assert_eq!((old.add, old.outputs), (1, 0));
+    }
 
     #[test]
     fn tool_versions_are_normalised() {
