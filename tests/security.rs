@@ -476,6 +476,49 @@ fn masked_values_never_reach_the_log_even_split_across_chunks() {
     assert_eq!(log, "whole: ***\nslow: ***\nend\n");
 }
 
+/// Tools print secrets JSON-escaped (`terraform show -json`) and base64'd
+/// (basic auth headers): those forms are masked too; a secret too short to
+/// mask is named in a warning, in the run's log and the launcher's.
+#[test]
+fn masked_values_in_json_and_base64_and_short_ones_warned() {
+    let server = Server::start();
+    let pool = server.create_pool("forms");
+    let secret = r#"pa"ss\w0rd-<long>"#;
+    let launcher = Launcher::start(
+        &pool,
+        &[
+            ("DEPLOY_KEY", secret),
+            ("PIN", "42"),
+            ("GANTRY_PASSTHROUGH_ENVS", "DEPLOY_KEY"),
+            ("GANTRY_MASK_ENVS", "DEPLOY_KEY,PIN"),
+        ],
+    );
+    launcher.wait_registered();
+    let json = serde_json::json!({ "key": secret }).to_string();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{secret}"));
+    let script = format!("printf '%s\\n' '{json}'; printf '%s' \"$DEPLOY_KEY\" | base64 -w0; echo; echo 'Basic {auth}'");
+    let id = server.submit("forms", &["sh", "-c", &script]);
+    assert_eq!(
+        server.wait_run_end(&id, Duration::from_secs(30))["state"],
+        "FINISHED"
+    );
+    let log = String::from_utf8(server.logs(&id)).unwrap();
+    assert!(log.contains("{\"key\":\"***\"}"), "{log}");
+    assert!(!log.contains("w0rd"), "{log}");
+    assert!(!log.contains(&auth), "{log}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+    assert!(!log.contains(&encoded), "{log}");
+    assert!(
+        log.contains("the secret PIN is only 2 character(s) long"),
+        "{log}"
+    );
+    assert!(
+        launcher.proc.log().contains("the secret PIN is only 2"),
+        "{}",
+        launcher.proc.log()
+    );
+}
+
 #[test]
 fn no_proxy_decides_which_connections_use_the_proxy() {
     let server = Server::start();

@@ -17,6 +17,7 @@ mod client;
 pub mod config;
 mod executor;
 mod logs;
+mod mask;
 mod orphans;
 mod phases;
 mod planfile;

@@ -82,23 +82,24 @@ pub(crate) async fn execute(
     };
     let launcher_env: BTreeMap<String, String> = std::env::vars().collect();
     let secrets = workspace::secrets(job, &ctx.config.private_key);
-    let mut masked: Vec<String> = ctx
+    let mut masked: Vec<(String, String)> = ctx
         .config
         .mask_envs
         .iter()
-        .filter_map(|name| launcher_env.get(name).cloned())
+        .filter_map(|name| Some((name.clone(), launcher_env.get(name)?.clone())))
         .collect();
-    masked.push(job.state_password.clone());
+    masked.push(("TF_HTTP_PASSWORD".into(), job.state_password.clone()));
     if let Ok(secrets) = &secrets {
-        masked.extend(secrets.iter().map(|(_, v)| v.clone()));
+        masked.extend(secrets.iter().cloned());
     }
+    let masker = Masker::new(masked);
     let spool = Spool::new();
     let mut uploader = match Uploader::new(
         ctx.client.clone(),
         &lease.run_id,
         &lease.lease_id,
         spool_path,
-        Masker::new(masked),
+        masker.clone(),
     ) {
         Ok(uploader) => uploader,
         Err(error) => {
@@ -107,6 +108,7 @@ pub(crate) async fn execute(
         }
     };
     let sink = SpoolSink::new(spool_file, spool.clone());
+    masker.warn(&lease.run_id, &sink);
     let upload = tokio::spawn({
         let spool = spool.clone();
         async move {

@@ -204,7 +204,7 @@ async fn execute_in(
         config
             .mask_envs
             .iter()
-            .filter_map(|name| launcher_env.get(name).cloned()),
+            .filter_map(|name| Some((name.clone(), launcher_env.get(name)?.clone()))),
     );
     let spec = RunSpec {
         run_id: run_id.to_string(),
@@ -220,7 +220,7 @@ async fn execute_in(
         run_id,
         &lease.lease_id,
         spool_path,
-        masker,
+        masker.clone(),
     ) {
         Ok(uploader) => uploader,
         Err(error) => {
@@ -229,6 +229,7 @@ async fn execute_in(
         }
     };
     let sink = SpoolSink::new(spool_file, spool.clone());
+    masker.warn(run_id, &sink);
     let mut watch = Watch {
         deadline: Instant::now() + config.run_timeout,
         kill_at: None,
