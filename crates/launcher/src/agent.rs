@@ -261,6 +261,9 @@ fn refused_at_start(config: &Config, error: &CallError) -> u8 {
             exit::CREDENTIALS,
             "the control plane refused the pool credentials",
         ),
+        _ if matches!(error, CallError::Certificate(_)) => {
+            (exit::FAILURE, "the control plane's certificate is refused")
+        }
         _ if matches!(error, CallError::Unreachable(_)) => {
             (exit::FAILURE, "cannot reach the control plane")
         }

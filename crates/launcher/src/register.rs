@@ -6,7 +6,7 @@ use base64::Engine;
 use gantry_wire::worker::{registration_message, OrphanedRun, RegisterRequest, RegisterResponse};
 use rand::RngCore;
 
-use crate::client::{with_retry, CallError, ControlPlane};
+use crate::client::{with_retry_as, CallError, ControlPlane};
 use crate::config::Config;
 
 fn request(config: &Config, orphaned_runs: &[OrphanedRun]) -> RegisterRequest {
@@ -44,7 +44,8 @@ pub async fn register(
     config: &Config,
     orphaned_runs: &[OrphanedRun],
 ) -> Result<RegisterResponse, CallError> {
-    let response = with_retry(
+    let response = with_retry_as(
+        "registration",
         || async move { client.register(&request(config, orphaned_runs)).await },
         config.register_timeout,
     )
