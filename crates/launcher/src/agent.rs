@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::{CallError, ControlPlane};
+use crate::client::{CallError, ControlPlane, RetryLog};
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::exit;
@@ -284,6 +284,7 @@ async fn poll_loop(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut delay = Duration::from_millis(100);
+    let mut failures = RetryLog::new("poll");
     loop {
         let free_slots = shared.free_slots(max);
         shared
@@ -306,6 +307,7 @@ async fn poll_loop(
         match result {
             Ok(response) => {
                 delay = Duration::from_millis(100);
+                failures.succeeded();
                 if !response.leases.is_empty() {
                     shared
                         .running
@@ -322,7 +324,7 @@ async fn poll_loop(
             }
             Err(error) => {
                 shared.poll_with_slots.store(false, Ordering::Release);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "poll failed");
+                failures.failed(&error);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -338,6 +340,7 @@ async fn heartbeat_loop(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = RetryLog::new("heartbeat");
     loop {
         ticker.tick().await;
         let request = HeartbeatRequest {
@@ -346,6 +349,7 @@ async fn heartbeat_loop(
         };
         match client.heartbeat(&request).await {
             Ok(response) => {
+                failures.succeeded();
                 if let Some(token) = response.session_token {
                     client.set_session(token);
                 }
@@ -357,7 +361,9 @@ async fn heartbeat_loop(
                 let _ = events.send(Event::Refused(error));
                 return;
             }
-            Err(error) => tracing::warn!(%error, "heartbeat failed; retrying at the next interval"),
+            Err(error) => {
+                failures.failed(&error);
+            }
         }
     }
 }

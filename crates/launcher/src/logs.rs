@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::client::{CallError, ControlPlane};
+use crate::client::ControlPlane;
 
 /// Chunks are cut at this size at most...
 const MAX_CHUNK: u64 = 1024 * 1024;
@@ -279,6 +279,7 @@ impl Uploader {
         let (offset, length) = self.boundaries[seq as usize];
         let data = self.masker.mask(&self.read(offset, length));
         let mut delay = Duration::from_millis(100);
+        let mut failures = crate::client::RetryLog::new("log chunk upload");
         loop {
             match self
                 .client
@@ -288,17 +289,13 @@ impl Uploader {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_lease_lost() => return Err(UploadError::LeaseLost),
                 Err(error) => {
-                    log_retry(&self.run_id, seq, &error);
+                    failures.failed(&format!("run {} chunk {seq}: {error}", self.run_id));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
-}
-
-fn log_retry(run_id: &str, seq: u64, error: &CallError) {
-    tracing::warn!(run_id, seq, %error, "log chunk upload failed; retrying");
 }
 
 #[cfg(test)]

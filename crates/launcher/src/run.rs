@@ -442,6 +442,7 @@ pub(crate) async fn report_end(
         log_chunks: chunks,
     };
     let mut delay = Duration::from_millis(100);
+    let mut failures = crate::client::RetryLog::new("reporting the run's end");
     loop {
         match ctx.client.finish(&lease.run_id, &request).await {
             Ok(()) => {
@@ -469,7 +470,7 @@ pub(crate) async fn report_end(
                 }
             }
             Err(error) => {
-                tracing::warn!(run_id = %lease.run_id, %error, "cannot report the run's end; retrying");
+                failures.failed(&format!("run {}: {error}", lease.run_id));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
