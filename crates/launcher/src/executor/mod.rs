@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod process;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,10 @@ pub enum Exit {
 
 /// The executor the launcher was configured with, ready to start runs.
 pub enum Executor {
-    Process,
+    Process {
+        /// The CA file runs trust ([`trust`]), when there are extra CAs.
+        ca_file: Option<PathBuf>,
+    },
     Docker(Arc<docker::DockerExecutor>),
 }
 
@@ -53,20 +57,30 @@ impl Executor {
     pub async fn open(config: &Config) -> Result<Executor, String> {
         clear_dir(&config.work_dir.join("workspaces"));
         clear_dir(&config.work_dir.join("logs"));
+        let ca_file = trust::write_ca_file(&config.work_dir, &config.extra_roots)?;
         match config.executor {
-            ExecutorKind::Process => Ok(Executor::Process),
+            ExecutorKind::Process => Ok(Executor::Process { ca_file }),
             ExecutorKind::Docker => {
-                let docker = docker::DockerExecutor::open(config).await?;
+                let docker = docker::DockerExecutor::open(config, ca_file).await?;
                 docker.reap().await;
                 Ok(Executor::Docker(Arc::new(docker)))
             }
         }
     }
 
+    /// The CA file for tools the launcher itself runs for a run (git), on
+    /// this host.
+    pub fn host_ca_file(&self) -> Option<&Path> {
+        match self {
+            Executor::Process { ca_file } => ca_file.as_deref(),
+            Executor::Docker(docker) => docker.ca_file(),
+        }
+    }
+
     /// Where the run sees its workspace.
     pub fn run_workspace(&self, host_workspace: &Path) -> PathBuf {
         match self {
-            Executor::Process => host_workspace.to_path_buf(),
+            Executor::Process { .. } => host_workspace.to_path_buf(),
             Executor::Docker(_) => PathBuf::from(docker::WORKSPACE),
         }
     }
@@ -75,9 +89,15 @@ impl Executor {
     /// failure reason.
     pub async fn start(&self, spec: &RunSpec, sink: &SpoolSink) -> Result<Running, String> {
         match self {
-            Executor::Process => process::ProcessRun::start(spec, sink)
-                .map(Running::Process)
-                .map_err(|error| format!("cannot start `{}`: {error}", spec.command[0])),
+            Executor::Process { ca_file } => {
+                let mut spec = spec.clone();
+                if let Some(file) = ca_file {
+                    trust::add_ca_env(&mut spec.env, &file.display().to_string());
+                }
+                process::ProcessRun::start(&spec, sink)
+            }
+            .map(Running::Process)
+            .map_err(|error| format!("cannot start `{}`: {error}", spec.command[0])),
             Executor::Docker(docker) => docker.start(spec, sink).await.map(Running::Docker),
         }
     }
