@@ -16,6 +16,7 @@ mod agent;
 mod client;
 pub mod config;
 mod executor;
+mod git;
 mod logs;
 mod mask;
 mod orphans;

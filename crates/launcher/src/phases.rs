@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::client::with_retry;
 use crate::executor::{Exit, RunSpec};
+use crate::git::{self, Git};
 use crate::logs::{Masker, Spool, SpoolSink, UploadError, Uploader};
 use crate::planfile::{self, StateMeta};
 use crate::run::{report_end, run_environment, Abandoned, Control, Ending, RunContext};
@@ -91,6 +92,9 @@ pub(crate) async fn execute(
     masked.push(("TF_HTTP_PASSWORD".into(), job.state_password.clone()));
     if let Ok(secrets) = &secrets {
         masked.extend(secrets.iter().cloned());
+    }
+    for credential in job.git_url.iter().flat_map(|url| git::url_secrets(url)) {
+        masked.push(("in the git URL".into(), credential));
     }
     let masker = Masker::new(masked);
     let spool = Spool::new();
@@ -429,7 +433,15 @@ impl Phases<'_> {
         let mut commit_sha = None;
         if let Some(url) = &self.job.git_url {
             let git_ref = self.job.git_ref.clone().unwrap_or_else(|| "HEAD".into());
-            commit_sha = Some(workspace::clone(&self.sink, url, &git_ref, source).await?);
+            let config = &self.ctx.config;
+            let git = Git::new(
+                &std::env::vars().collect(),
+                &config.passthrough_envs,
+                config.allow_local_git_sources,
+                self.ctx.executor.host_ca_file(),
+                url,
+            );
+            commit_sha = Some(git.clone(&self.sink, url, &git_ref, source).await?);
         } else {
             let path = format!("/worker/runs/{}/source", self.lease.run_id);
             let archive = workspace::fetch(&self.ctx.client, &path, &self.lease.lease_id).await?;

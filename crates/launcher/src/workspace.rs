@@ -1,5 +1,5 @@
-//! A stack run's workspace on the worker: the source (a git clone at an
-//! exact commit, or the uploaded archive), the backend override, the sealed
+//! A stack run's workspace on the worker: the source (the uploaded
+//! archive; a git clone is `git`'s), the root module in it, the backend override, the sealed
 //! archive kept between plan and apply, and reading Terraform's JSON.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,6 @@ use gantry_wire::stack::{PlanSummary, RunOutput, StackJob};
 use reqwest::Method;
 
 use crate::client::ControlPlane;
-use crate::logs::SpoolSink;
 
 /// Written next to the root module so its state lives in the control plane.
 pub const BACKEND_OVERRIDE: &str = "gantry_backend_override.tf";
@@ -57,62 +56,6 @@ pub fn write_new(root: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .open(&path)?
         .write_all(data)
-}
-
-/// Runs git in the launcher, its output into the run's log.
-async fn git(sink: Option<&SpoolSink>, args: &[&str], cwd: &Path) -> Result<String, String> {
-    let output = tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e} (is git installed on the worker?)"))?;
-    if let Some(sink) = sink {
-        let _ = sink.append(&output.stderr);
-    }
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-    }
-}
-
-/// Clones `url` into `dest` and checks out `git_ref` (a branch, tag or
-/// commit) detached. Returns the exact commit SHA.
-pub async fn clone(
-    sink: &SpoolSink,
-    url: &str,
-    git_ref: &str,
-    dest: &Path,
-) -> Result<String, String> {
-    let parent = dest.parent().expect("the source has a parent");
-    let dest_str = dest.to_string_lossy().to_string();
-    sink.line(&format!("cloning {url} at {git_ref}"));
-    git(
-        Some(sink),
-        &["clone", "--quiet", "--no-checkout", url, &dest_str],
-        parent,
-    )
-    .await
-    .map_err(|e| format!("PREPARING: cannot clone {url}: {e}; check the stack's git URL"))?;
-    let mut sha = None;
-    for candidate in [format!("origin/{git_ref}"), git_ref.to_string()] {
-        let spec = format!("{candidate}^{{commit}}");
-        if let Ok(found) = git(None, &["rev-parse", "--verify", "--quiet", &spec], dest).await {
-            sha = Some(found);
-            break;
-        }
-    }
-    let sha = sha.ok_or_else(|| {
-        format!("PREPARING: ref {git_ref:?} not found in {url}; check the stack's --ref (a branch, tag or commit)")
-    })?;
-    git(Some(sink), &["checkout", "--quiet", "--detach", &sha], dest)
-        .await
-        .map_err(|e| format!("PREPARING: cannot check out {sha}: {e}"))?;
-    sink.line(&format!("checked out commit {sha}"));
-    Ok(sha)
 }
 
 /// Fetches a response body as bytes; errors name the call.

@@ -52,6 +52,30 @@ impl Tool {
     }
 }
 
+/// A git URL as it may be shown (the API, logs, messages): credentials in
+/// it (`https://user:token@host/repo`, `https://token@host/repo`) replaced
+/// by `***`. A user name alone over ssh (`ssh://git@host/repo`, scp-like
+/// `git@host:repo`) is no secret and stays.
+pub fn redact_git_url(url: &str) -> String {
+    match git_url_credentials(url) {
+        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        None => url.to_string(),
+    }
+}
+
+/// Where the credentials of `scheme://userinfo@host/…` are in `url`: the
+/// userinfo part [`redact_git_url`] hides, when it holds a secret.
+pub fn git_url_credentials(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..authority_end].rfind('@')? + start;
+    let scheme = url[..start - 3].to_ascii_lowercase();
+    let secret = url[start..at].contains(':') || scheme.starts_with("http");
+    (at > start && secret).then_some((start, at))
+}
+
 /// A tool version as a stack pins it, normalised: `1.0.3`, `1.6.0-rc1`
 /// (a leading `v` is dropped). `None` when it is not a version: digits
 /// first, then letters, digits, `.`, `-` and `+` only (it becomes a
@@ -317,6 +341,28 @@ pub struct ReportPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_url_credentials_are_redacted() {
+        assert_eq!(
+            redact_git_url("https://user:ghp_s3cret@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_git_url("https://ghp_s3cret@host/a@b"),
+            "https://***@host/a@b"
+        );
+        assert_eq!(redact_git_url("ssh://git:pw@host/r"), "ssh://***@host/r");
+        for plain in [
+            "https://github.com/o/r.git",
+            "git@github.com:o/r.git",
+            "ssh://host/r",
+            "ssh://git@host/r",
+            "git://127.0.0.1:9418/repo",
+        ] {
+            assert_eq!(redact_git_url(plain), plain);
+        }
+    }
 
     #[test]
     fn a_plan_that_only_changes_outputs_has_changes() {
