@@ -98,7 +98,9 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     private_key_file: Option<PathBuf>,
 
-    /// Extra CAs to trust: base64 of {"caCertificates": ["<base64 PEM>", …]}.
+    /// Extra CAs to trust: base64 of {"caCertificates": ["<base64 PEM>", …]}. Runs trust
+    /// them too: SSL_CERT_FILE, GIT_SSL_CAINFO and the like point at
+    /// <work dir>/ca-certificates.pem, the system roots plus these.
     #[arg(long, env = "GANTRY_ADDITIONAL_ROOT_CAS", hide_env_values = true)]
     additional_root_cas: Option<String>,
 
