@@ -150,3 +150,61 @@ fn credentials_in_a_git_url_are_never_shown() {
     assert!(!run.to_string().contains(password), "{run:#}");
     assert!(reason(&run).contains("cannot clone"), "{run:#}");
 }
+
+/// A symbolic link committed in the repository cannot lead the project root
+/// (and the launcher's writes and chowns there) outside the source.
+#[test]
+fn a_project_root_through_a_link_outside_the_source_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    if !require_tool("git") {
+        return;
+    }
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join("escape")).unwrap();
+    std::fs::write(repo.join("main.tf"), MAIN_TF).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "link"]);
+
+    let server = Server::start_with("10s");
+    let pool = server.create_pool("git");
+    let url = format!("file://{}", repo.display());
+    server.cli_json(&[
+        "stack",
+        "create",
+        "link",
+        "--pool",
+        "git",
+        "--source",
+        &url,
+        "--project-root",
+        "escape",
+    ]);
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut env = launcher_env(dir.path(), &path);
+    env.push(("GANTRY_ALLOW_LOCAL_GIT_SOURCES".into(), "true".into()));
+    let _launcher = start_launcher(&pool, &env);
+    let id = trigger(&server, "link", "proposed");
+    let run = ended(&server, &id, "FAILED");
+    assert!(
+        reason(&run).contains("leads outside the stack's source"),
+        "{run:#}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing was written outside the source"
+    );
+}
