@@ -121,7 +121,9 @@ fn marks(path: &Path) -> Vec<String> {
 }
 
 fn control_plane_killed_during_an_apply(down: Duration) {
-    let Some(mut s) = Scenario::new(8) else { return };
+    let Some(mut s) = Scenario::new(8) else {
+        return;
+    };
     let id = s.start_apply();
     s.server.restart_after(down);
     let run = ended(&s.server, &id, "FINISHED");
@@ -164,7 +166,9 @@ fn control_plane_frozen_during_an_apply_finishes_it_once() {
 #[ignore = "slow: terraform, faults"]
 fn a_launcher_killed_during_an_apply_leaves_the_run_lost_and_the_stack_locked_until_an_operator_gives_up(
 ) {
-    let Some(mut s) = Scenario::new(8) else { return };
+    let Some(mut s) = Scenario::new(8) else {
+        return;
+    };
     let id = s.start_apply();
     s.launcher.proc.signal(Signal::SIGKILL);
     let killed = Instant::now();
@@ -191,7 +195,10 @@ fn a_launcher_killed_during_an_apply_leaves_the_run_lost_and_the_stack_locked_un
     s.server
         .cli_json(&["stack", "state", "unlock", "web", "--force"]);
     let given_up = ended(&s.server, &id, "FAILED");
-    assert!(reason(&given_up).contains("operator gave up"), "{given_up:#}");
+    assert!(
+        reason(&given_up).contains("operator gave up"),
+        "{given_up:#}"
+    );
     // The stack is free: the waiting plan runs, on a new launcher.
     drop(std::mem::replace(
         &mut s.launcher,

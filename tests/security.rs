@@ -3,138 +3,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use gantry_wire::token::PoolToken;
 use serde_json::Value;
+use support::pki::*;
 use support::*;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A root CA, an intermediate CA, and a server certificate for 127.0.0.1
-/// signed by the intermediate: a private PKI as platform teams run them.
-fn private_pki(dir: &Path) {
-    std::fs::write(
-        dir.join("ca.ext"),
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let new_key_and_csr = |name: &str, subject: &str| {
-        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
-        openssl(
-            dir,
-            &[
-                "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr,
-                "-subj", subject,
-            ],
-        );
-    };
-    let sign = |name: &str, ca: &str, ext: &str| {
-        let (csr, pem, ca_pem, ca_key) = (
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{ca}.pem"),
-            format!("{ca}.key"),
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca_pem,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ],
-        );
-    };
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "root.key",
-            "-out",
-            "root.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Test Root CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    new_key_and_csr("int", "/CN=Test Intermediate CA");
-    sign("int", "root", "ca.ext");
-    new_key_and_csr("leaf", "/CN=gantry");
-    sign("leaf", "int", "server.ext");
-    let chain = std::fs::read_to_string(dir.join("leaf.pem")).unwrap()
-        + &std::fs::read_to_string(dir.join("int.pem")).unwrap();
-    std::fs::write(dir.join("chain.pem"), chain).unwrap();
-}
-
-/// The bundle made exactly as the seed says: a JSON file, then `base64 -w0 < ca-certs.json`.
-fn seed_bundle(dir: &Path, pems: &[&str]) -> String {
-    let entries: Vec<String> = pems
-        .iter()
-        .map(|p| {
-            format!(
-                "\"{}\"",
-                base64::engine::general_purpose::STANDARD
-                    .encode(std::fs::read(dir.join(p)).unwrap())
-            )
-        })
-        .collect();
-    std::fs::write(
-        dir.join("ca-certs.json"),
-        format!(
-            "{{\n  \"caCertificates\": [\n    {}\n  ]\n}}\n",
-            entries.join(",\n    ")
-        ),
-    )
-    .unwrap();
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg("base64 -w0 < ca-certs.json")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap()
-}
 
 #[test]
 fn tls_with_a_private_root_and_intermediate_ca() {
@@ -444,6 +320,49 @@ fn masked_values_never_reach_the_log_even_split_across_chunks() {
     );
     let log = String::from_utf8(server.logs(&id)).unwrap();
     assert_eq!(log, "whole: ***\nslow: ***\nend\n");
+}
+
+/// Tools print secrets JSON-escaped (`terraform show -json`) and base64'd
+/// (basic auth headers): those forms are masked too; a secret too short to
+/// mask is named in a warning, in the run's log and the launcher's.
+#[test]
+fn masked_values_in_json_and_base64_and_short_ones_warned() {
+    let server = Server::start();
+    let pool = server.create_pool("forms");
+    let secret = r#"pa"ss\w0rd-<long>"#;
+    let launcher = Launcher::start(
+        &pool,
+        &[
+            ("DEPLOY_KEY", secret),
+            ("PIN", "42"),
+            ("GANTRY_PASSTHROUGH_ENVS", "DEPLOY_KEY"),
+            ("GANTRY_MASK_ENVS", "DEPLOY_KEY,PIN"),
+        ],
+    );
+    launcher.wait_registered();
+    let json = serde_json::json!({ "key": secret }).to_string();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{secret}"));
+    let script = format!("printf '%s\\n' '{json}'; printf '%s' \"$DEPLOY_KEY\" | base64 -w0; echo; echo 'Basic {auth}'");
+    let id = server.submit("forms", &["sh", "-c", &script]);
+    assert_eq!(
+        server.wait_run_end(&id, Duration::from_secs(30))["state"],
+        "FINISHED"
+    );
+    let log = String::from_utf8(server.logs(&id)).unwrap();
+    assert!(log.contains("{\"key\":\"***\"}"), "{log}");
+    assert!(!log.contains("w0rd"), "{log}");
+    assert!(!log.contains(&auth), "{log}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+    assert!(!log.contains(&encoded), "{log}");
+    assert!(
+        log.contains("the secret PIN is only 2 character(s) long"),
+        "{log}"
+    );
+    assert!(
+        launcher.proc.log().contains("the secret PIN is only 2"),
+        "{}",
+        launcher.proc.log()
+    );
 }
 
 #[test]

@@ -43,12 +43,8 @@ output "id" {
 }
 "#;
 
-#[test]
-#[ignore = "slow: docker"]
-fn a_stack_plans_and_applies_in_the_runner_image() {
-    if !docker_ready() {
-        return;
-    }
+/// The runner image, asserted present (built by scripts/build-images.sh).
+fn present_runner_image() -> String {
     let image = runner_image();
     let present = Command::new("docker")
         .args(["image", "inspect", &image])
@@ -58,6 +54,16 @@ fn a_stack_plans_and_applies_in_the_runner_image() {
         present,
         "the image {image} is missing: build it with scripts/build-images.sh runner (make test-all does)"
     );
+    image
+}
+
+#[test]
+#[ignore = "slow: docker"]
+fn a_stack_plans_and_applies_in_the_runner_image() {
+    if !docker_ready() {
+        return;
+    }
+    let image = present_runner_image();
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("infra");
     std::fs::create_dir_all(&source).unwrap();
@@ -120,4 +126,50 @@ fn a_stack_plans_and_applies_in_the_runner_image() {
         reason(&run).contains("pins terraform 1.1.0, but this worker's terraform is 1.0.3"),
         "{run:#}"
     );
+}
+
+/// A control plane on HTTPS with a private CA: Terraform in the run's
+/// container trusts GANTRY_ADDITIONAL_ROOT_CAS through the CA file mounted
+/// at /etc/gantry/ca-certificates.pem (the runner image has no CAs of its own).
+#[test]
+#[ignore = "slow: docker"]
+fn terraform_in_a_container_trusts_gantry_additional_root_cas() {
+    if !docker_ready() {
+        return;
+    }
+    let image = present_runner_image();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("infra");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("main.tf"), CONTAINER_TF).unwrap();
+    let server = Server::start_with_args("10s", &["--tls-dev"]);
+    let pool = server.create_pool("containers");
+    let _launcher = start_launcher(
+        &pool,
+        &[
+            ("GANTRY_EXECUTOR".into(), "docker".into()),
+            ("GANTRY_DEFAULT_RUNNER_IMAGE".into(), image),
+            ("GANTRY_WORKER_NETWORK".into(), "host".into()),
+            (
+                "GANTRY_ADDITIONAL_ROOT_CAS".into(),
+                server.dev_ca_bundle().unwrap(),
+            ),
+        ],
+    );
+    let check = r#"test -s "$SSL_CERT_FILE" && echo "ca file: $SSL_CERT_FILE""#;
+    create_stack(
+        &server,
+        "boxed",
+        "containers",
+        &source,
+        &["--hook", &format!("before_init={check}")],
+    );
+    let run = apply(&server, "boxed");
+    let log = log_text(&server, run["id"].as_str().unwrap());
+    assert!(
+        log.contains("ca file: /etc/gantry/ca-certificates.pem"),
+        "{log}"
+    );
+    assert!(!log.contains("x509"), "{log}");
+    assert_eq!(versions(&server, "boxed").len(), 1);
 }

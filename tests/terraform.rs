@@ -371,3 +371,85 @@ fn git_source_at_a_pinned_commit() {
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     let _ = daemon.wait();
 }
+
+/// A plan that only changes outputs (a stack's first output, then a new
+/// value) waits for confirmation and, confirmed, puts them in the state.
+#[test]
+#[ignore = "slow: terraform"]
+fn a_plan_that_only_changes_outputs_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(env) = tools(dir.path()) else { return };
+    let source = dir.path().join("outputs");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("main.tf"),
+        "variable \"greeting\" {\n  default = \"hello\"\n}\noutput \"greeting\" {\n  value = var.greeting\n}\n",
+    )
+    .unwrap();
+    let server = Server::start_with("10s");
+    let pool = server.create_pool("tf");
+    let _launcher = start_launcher(&pool, &env);
+    create_stack(&server, "out", "tf", &source, &[]);
+
+    let id = trigger(&server, "out", "tracked");
+    let run = server.wait_state(&id, "UNCONFIRMED", LONG);
+    assert_eq!(run["plan"]["outputs"], 1, "{run:#}");
+    server.cli_json(&["run", "confirm", &id]);
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(run["outputs"][0]["name"], "greeting", "{run:#}");
+    assert_eq!(run["outputs"][0]["value"], "hello");
+    assert_eq!(versions(&server, "out").len(), 1);
+
+    // Nothing changed: nothing to confirm.
+    let id = trigger(&server, "out", "tracked");
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(run["plan"]["outputs"], 0, "{run:#}");
+    assert!(log_text(&server, &id).contains("nothing to confirm"));
+
+    // A new value is a change again.
+    server.cli_json(&["stack", "update", "out", "--env", "TF_VAR_greeting=bye"]);
+    let id = trigger(&server, "out", "tracked");
+    server.wait_state(&id, "UNCONFIRMED", LONG);
+    server.cli_json(&["run", "confirm", &id]);
+    let run = ended(&server, &id, "FINISHED");
+    assert_eq!(run["outputs"][0]["value"], "bye", "{run:#}");
+    assert_eq!(versions(&server, "out").len(), 2);
+}
+
+/// A control plane on HTTPS with a private CA, and a launcher given its
+/// bundle (GANTRY_ADDITIONAL_ROOT_CAS): Terraform in the run trusts it too,
+/// so `init` against the https state backend, plan and apply work; every
+/// tool the run spawns is pointed at the same CA file.
+#[test]
+#[ignore = "slow: terraform"]
+fn terraform_in_a_run_trusts_gantry_additional_root_cas() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut env) = tools(dir.path()) else {
+        return;
+    };
+    let source = module(dir.path());
+    let server = Server::start_with_args("10s", &["--tls-dev"]);
+    assert!(server.url.starts_with("https://"));
+    let bundle = server.dev_ca_bundle().unwrap();
+    env.push(("GANTRY_ADDITIONAL_ROOT_CAS".into(), bundle));
+    let pool = server.create_pool("tls");
+    let _launcher = start_launcher(&pool, &env);
+    let check = r#"test -s "$SSL_CERT_FILE" && test "$GIT_SSL_CAINFO" = "$SSL_CERT_FILE" && echo "ca file: $SSL_CERT_FILE""#;
+    create_stack(
+        &server,
+        "tls",
+        "tls",
+        &source,
+        &["--hook", &format!("before_init={check}")],
+    );
+
+    let id = trigger(&server, "tls", "tracked");
+    let run = server.wait_state(&id, "UNCONFIRMED", LONG);
+    let log = log_text(&server, &id);
+    assert!(!log.contains("x509"), "{log}");
+    assert!(log.contains("ca-certificates.pem"), "{log}");
+    assert_eq!(plan(&run), (1, 0, 0));
+    server.cli_json(&["run", "confirm", &id]);
+    ended(&server, &id, "FINISHED");
+    assert_eq!(versions(&server, "tls").len(), 1);
+}

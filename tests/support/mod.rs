@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -134,9 +136,14 @@ impl Server {
 
     /// A server with extra flags (e.g. `--tls-cert`).
     pub fn start_args(args: &[&str]) -> Server {
+        Server::start_with_args("3s", args)
+    }
+
+    /// A server with this lease timeout and extra flags.
+    pub fn start_with_args(lease_timeout: &str, args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn(&data_dir, free_port(), "3s", args);
+        let mut server = Server::spawn(&data_dir, free_port(), lease_timeout, args);
         server._dir = Some(dir);
         server
     }

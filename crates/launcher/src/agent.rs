@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::{CallError, ControlPlane};
+use crate::client::{CallError, ControlPlane, RetryLog};
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::exit;
@@ -149,17 +149,11 @@ pub async fn run(config: Config) -> u8 {
         .filter(|o| o.worker_id.is_empty())
         .map(InFlight::orphan)
         .collect();
-    let registration = match crate::register::register(
-        &client,
-        &config,
-        &reported,
-        resume.as_deref(),
-    )
-    .await
-    {
-        Ok(registration) => registration,
-        Err(error) => return refused_at_start(&config, &error),
-    };
+    let registration =
+        match crate::register::register(&client, &config, &reported, resume.as_deref()).await {
+            Ok(registration) => registration,
+            Err(error) => return refused_at_start(&config, &error),
+        };
     // Before "registered" is logged: a SIGTERM from then on drains. (Until
     // registration succeeds, a signal still ends the launcher at once.)
     let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
@@ -336,6 +330,9 @@ fn refused_at_start(config: &Config, error: &CallError) -> u8 {
             exit::CREDENTIALS,
             "the control plane refused the pool credentials",
         ),
+        _ if matches!(error, CallError::Certificate(_)) => {
+            (exit::FAILURE, "the control plane's certificate is refused")
+        }
         _ if matches!(error, CallError::Unreachable(_)) => {
             (exit::FAILURE, "cannot reach the control plane")
         }
@@ -357,6 +354,7 @@ async fn poll_loop(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut delay = Duration::from_millis(100);
+    let mut failures = RetryLog::new("poll");
     loop {
         let free_slots = shared.free_slots(max);
         shared
@@ -381,6 +379,7 @@ async fn poll_loop(
         match result {
             Ok(response) => {
                 delay = Duration::from_millis(100);
+                failures.succeeded();
                 if !response.leases.is_empty() {
                     shared
                         .running
@@ -399,7 +398,7 @@ async fn poll_loop(
             }
             Err(error) => {
                 shared.poll_with_slots.store(false, Ordering::Release);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "poll failed");
+                failures.failed(&error);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -416,6 +415,7 @@ async fn heartbeat_loop(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = RetryLog::new("heartbeat");
     loop {
         ticker.tick().await;
         let request = HeartbeatRequest {
@@ -425,6 +425,7 @@ async fn heartbeat_loop(
         let generation = client.session_generation();
         match client.heartbeat(&request).await {
             Ok(response) => {
+                failures.succeeded();
                 if let Some(token) = response.session_token {
                     client.set_session(token);
                 }
@@ -440,7 +441,9 @@ async fn heartbeat_loop(
                 // Renew the leases under the new session at once.
                 ticker.reset_immediately();
             }
-            Err(error) => tracing::warn!(%error, "heartbeat failed; retrying at the next interval"),
+            Err(error) => {
+                failures.failed(&error);
+            }
         }
     }
 }

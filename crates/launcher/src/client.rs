@@ -2,7 +2,7 @@
 //! goes out over HTTP(S); reqwest applies HTTP(S)_PROXY and NO_PROXY.
 
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gantry_wire::error::ErrorBody;
 use gantry_wire::run::RunState;
@@ -17,6 +17,10 @@ use crate::config::Config;
 pub enum CallError {
     #[error("cannot reach the control plane: {0}")]
     Unreachable(String),
+    /// The control plane's certificate is not trusted, or not for its host:
+    /// retrying cannot help; the message says which setting fixes it.
+    #[error("{0}")]
+    Certificate(String),
     #[error("{body} (HTTP {status})")]
     Api { status: StatusCode, body: ErrorBody },
     #[error("unexpected answer from the control plane (HTTP {status}): {text}")]
@@ -35,6 +39,7 @@ impl CallError {
     pub fn is_transient(&self) -> bool {
         match self {
             CallError::Unreachable(_) => true,
+            CallError::Certificate(_) => false,
             CallError::Api { status, .. } | CallError::Unexpected { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
@@ -46,7 +51,7 @@ impl CallError {
     /// out, and the agent registers again (`register::SessionKeeper`).
     pub fn is_permanent(&self) -> bool {
         match self {
-            CallError::Unreachable(_) => false,
+            CallError::Unreachable(_) | CallError::Certificate(_) => false,
             CallError::Api { status, .. } | CallError::Unexpected { status, .. } => {
                 status.is_client_error()
                     && !matches!(
@@ -95,6 +100,16 @@ impl ControlPlane {
             session: RwLock::new(String::new()),
             session_generation: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A failed request: a certificate problem (not transient, and the
+    /// message names the fix), or the network.
+    fn unreachable(&self, error: &reqwest::Error) -> CallError {
+        let text = describe(error);
+        match certificate_problem(&text, &self.base) {
+            Some(problem) => CallError::Certificate(problem),
+            None => CallError::Unreachable(text),
+        }
     }
 
     pub fn set_session(&self, token: String) {
@@ -148,10 +163,7 @@ impl ControlPlane {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, CallError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CallError::Unreachable(describe(&e)))?;
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -300,66 +312,204 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// How a retry loop reports: its first failure at warn level, then a
-/// reminder about every 30 s while it keeps failing, never a line per try.
-pub struct RetryLog {
-    what: &'static str,
-    first: Option<tokio::time::Instant>,
-    last_said: Option<tokio::time::Instant>,
-    tries: u32,
+/// What a TLS failure means for the operator, or None when `text` (a
+/// request error with its causes) is not one: an unknown CA is fixed with
+/// GANTRY_ADDITIONAL_ROOT_CAS, a certificate for another name with the host
+/// of the control plane's URL.
+pub(crate) fn certificate_problem(text: &str, url: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains("certificate") {
+        return None;
+    }
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or(url);
+    // Without the port: certificates name hosts.
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    let fix = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+        format!(
+            "the control plane's certificate at {host} is signed by a CA this launcher does not trust; \
+             set GANTRY_ADDITIONAL_ROOT_CAS to the bundle of that CA (`gantry ca-bundle encode ca.pem`)"
+        )
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        format!(
+            "the control plane's certificate is not valid for the host {host} of its URL (from the pool token); \
+             give the control plane a URL whose host the certificate names (the server's --public-url, which \
+             pool tokens carry), or a certificate that also names {host}"
+        )
+    } else if lower.contains("expired") || lower.contains("notvalidyet") {
+        format!("the control plane's certificate at {host} is expired or not yet valid (check the clocks); renew it")
+    } else if lower.contains("invalid peer certificate") || lower.contains("unknown ca") {
+        format!(
+            "the control plane's certificate at {host} is refused; \
+             check it, and GANTRY_ADDITIONAL_ROOT_CAS if it comes from a private CA"
+        )
+    } else {
+        return None;
+    };
+    Some(format!("{fix} ({text})"))
 }
 
-impl RetryLog {
-    const REMIND_EVERY: Duration = Duration::from_secs(30);
+/// How a retry loop reports its failures: the first at warn level at once,
+/// then a reminder about every 30 s (not every attempt, which would flood
+/// the log), and the recovery.
+pub struct RetryLog {
+    what: &'static str,
+    first_failure: Option<Instant>,
+    last_warning: Option<Instant>,
+    attempts: u32,
+}
 
+/// Between two reminders that a call keeps failing.
+pub const REMINDER_EVERY: Duration = Duration::from_secs(30);
+
+impl RetryLog {
     pub fn new(what: &'static str) -> RetryLog {
         RetryLog {
             what,
-            first: None,
-            last_said: None,
-            tries: 0,
+            first_failure: None,
+            last_warning: None,
+            attempts: 0,
         }
     }
 
-    pub fn failed(&mut self, run_id: &str, error: &CallError) {
-        let now = tokio::time::Instant::now();
-        self.tries += 1;
-        let first = *self.first.get_or_insert(now);
-        let due = self
-            .last_said
-            .is_none_or(|said| now.duration_since(said) >= Self::REMIND_EVERY);
-        if due {
-            self.last_said = Some(now);
-            tracing::warn!(
-                run_id,
-                %error,
-                tries = self.tries,
-                failing_for_s = now.duration_since(first).as_secs(),
-                "{} failed; retrying",
+    /// Records a failed attempt; returns whether it was logged at warn level.
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) -> bool {
+        self.failed_at(error, Instant::now())
+    }
+
+    fn failed_at(&mut self, error: &dyn std::fmt::Display, now: Instant) -> bool {
+        self.attempts += 1;
+        let first = *self.first_failure.get_or_insert(now);
+        let warn = self
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= REMINDER_EVERY);
+        if warn {
+            self.last_warning = Some(now);
+            if self.attempts == 1 {
+                tracing::warn!(%error, "{} failed; retrying", self.what);
+            } else {
+                tracing::warn!(
+                    %error,
+                    attempts = self.attempts,
+                    failing_for_s = now.duration_since(first).as_secs(),
+                    "{} still failing; retrying",
+                    self.what
+                );
+            }
+        } else {
+            tracing::debug!(%error, attempts = self.attempts, "{} failed; retrying", self.what);
+        }
+        warn
+    }
+
+    /// Records a success; after failures, says so.
+    pub fn succeeded(&mut self) {
+        if let Some(first) = self.first_failure.take() {
+            tracing::info!(
+                attempts = self.attempts,
+                after_s = first.elapsed().as_secs(),
+                "{} succeeded after failing",
                 self.what
             );
-        } else {
-            tracing::debug!(run_id, %error, "{} failed; retrying", self.what);
         }
+        self.attempts = 0;
+        self.last_warning = None;
     }
 }
 
 /// Retries `call` on transient errors with capped exponential backoff.
-pub async fn with_retry<T, F, Fut>(mut call: F, give_up_after: Duration) -> Result<T, CallError>
+pub async fn with_retry<T, F, Fut>(call: F, give_up_after: Duration) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    with_retry_as("a call to the control plane", call, give_up_after).await
+}
+
+/// [`with_retry`], naming the call in the launcher's log ([`RetryLog`]).
+pub async fn with_retry_as<T, F, Fut>(
+    what: &'static str,
+    mut call: F,
+    give_up_after: Duration,
+) -> Result<T, CallError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CallError>>,
 {
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
+    let mut log = RetryLog::new(what);
     loop {
         match call().await {
             Err(error) if error.is_transient() && started.elapsed() < give_up_after => {
-                tracing::debug!(%error, retry_in_ms = delay.as_millis() as u64, "transient error; retrying");
+                log.failed(&error);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            result => return result,
+            result => {
+                if result.is_ok() {
+                    log.succeeded();
+                }
+                return result;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_loop_warns_at_once_then_every_30_seconds() {
+        let mut log = RetryLog::new("registration");
+        let mut warned = Vec::new();
+        let start = Instant::now();
+        // An attempt every 5 s for two minutes.
+        for second in (0..120).step_by(5) {
+            let now = start + Duration::from_secs(second);
+            if log.failed_at(&"connection refused", now) {
+                warned.push(second);
+            }
+        }
+        assert_eq!(warned, [0, 30, 60, 90]);
+        log.succeeded();
+        assert!(
+            log.failed(&"again"),
+            "a new failure after a success warns at once"
+        );
+    }
+
+    #[test]
+    fn certificate_problems_name_the_setting_that_fixes_them() {
+        let url = "https://gantry.internal:8443/api/v1";
+        let unknown = certificate_problem(
+            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",
+            url,
+        )
+        .unwrap();
+        assert!(unknown.contains("GANTRY_ADDITIONAL_ROOT_CAS"), "{unknown}");
+        let name = certificate_problem(
+            "error sending request: invalid peer certificate: NotValidForName",
+            url,
+        )
+        .unwrap();
+        assert!(
+            name.contains("the host gantry.internal of its URL"),
+            "{name}"
+        );
+        assert_eq!(
+            certificate_problem(
+                "error sending request: Connection refused (os error 111)",
+                url
+            ),
+            None
+        );
     }
 }

@@ -11,6 +11,9 @@ use base64::Engine;
 use clap::{Parser, ValueEnum};
 use gantry_pki::PoolPrivateKey;
 use gantry_wire::token::PoolToken;
+use values::{parse_cpus, parse_duration, parse_memory};
+
+mod values;
 
 const ABOUT: &str =
     "The Gantry launcher: joins a worker pool, takes runs, executes them, streams their logs.";
@@ -95,7 +98,9 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     private_key_file: Option<PathBuf>,
 
-    /// Extra CAs to trust: base64 of {"caCertificates": ["<base64 PEM>", …]}.
+    /// Extra CAs to trust: base64 of {"caCertificates": ["<base64 PEM>", …]}. Runs trust
+    /// them too: SSL_CERT_FILE, GIT_SSL_CAINFO and the like point at
+    /// <work dir>/ca-certificates.pem, the system roots plus these.
     #[arg(long, env = "GANTRY_ADDITIONAL_ROOT_CAS", hide_env_values = true)]
     additional_root_cas: Option<String>,
 
@@ -177,6 +182,12 @@ struct Args {
     #[arg(long, env = "GANTRY_TOOLS_DIR", value_name = "DIR")]
     tools_dir: Option<PathBuf>,
 
+    /// Let stacks clone git sources from this worker's own disk (`file://`
+    /// URLs and paths). Off by default: a stack's URL would read any
+    /// repository the launcher's user can.
+    #[arg(long, env = "GANTRY_ALLOW_LOCAL_GIT_SOURCES")]
+    allow_local_git_sources: bool,
+
     /// Where workspaces, log spools and the list of runs in flight live. Two
     /// launchers on one host need two directories.
     #[arg(long, env = "GANTRY_WORK_DIR")]
@@ -193,57 +204,6 @@ struct Args {
     /// Log filter, e.g. `info` or `gantry_launcher=debug`.
     #[arg(long, env = "GANTRY_LOG_LEVEL", default_value = "info")]
     log_level: String,
-}
-
-fn parse_cpus(text: &str) -> Result<f64, String> {
-    let cpus: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of CPUs; write e.g. 2 or 1.5"))?;
-    if !(cpus.is_finite() && cpus >= 0.01) {
-        return Err(format!("{text:?}: give at least 0.01 CPUs"));
-    }
-    Ok(cpus)
-}
-
-/// Docker's memory sizes: bytes, or a number with b, k, m or g (powers of
-/// 1024; `kb`, `mib` and the like are accepted too).
-fn parse_memory(text: &str) -> Result<u64, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(digits_end);
-    let multiplier: u64 = match unit.trim() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a memory size; write e.g. 512m or 4g"
-            ))
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a memory size; write e.g. 512m or 4g"))?;
-    let bytes = value * multiplier as f64;
-    // Docker refuses less than 6 MiB.
-    if !(bytes.is_finite() && bytes >= (6 << 20) as f64) {
-        return Err(format!("{text:?}: give at least 6m"));
-    }
-    Ok(bytes as u64)
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 90s, 7m or 1h30m"))?;
-    if duration.is_zero() {
-        return Err("the duration must be more than zero".into());
-    }
-    Ok(duration)
 }
 
 /// The checked configuration.
@@ -270,6 +230,8 @@ pub struct Config {
     pub worker_memory: Option<u64>,
     pub worker_user: Option<String>,
     pub pull_policy: PullPolicy,
+    /// Clone `file://` and path git sources (GANTRY_ALLOW_LOCAL_GIT_SOURCES).
+    pub allow_local_git_sources: bool,
     /// Tool binaries by version (GANTRY_TOOLS_DIR), absolute.
     pub tools_dir: Option<PathBuf>,
     pub work_dir: PathBuf,
@@ -429,7 +391,7 @@ pub fn load() -> Result<Config, ConfigError> {
 
     let executor = match args.executor {
         Some(kind) => kind,
-        None if crate::executor::docker_reachable() => ExecutorKind::Docker,
+        None if docker_reachable() => ExecutorKind::Docker,
         None => ExecutorKind::Process,
     };
     let work_dir = args.work_dir.clone().unwrap_or_else(default_work_dir);
@@ -462,6 +424,7 @@ pub fn load() -> Result<Config, ConfigError> {
         worker_memory: args.worker_memory,
         worker_user: args.worker_user.filter(|u| !u.trim().is_empty()),
         pull_policy: args.pull_policy,
+        allow_local_git_sources: args.allow_local_git_sources,
         tools_dir,
         work_dir,
         register_timeout: args.register_timeout,
@@ -469,6 +432,19 @@ pub fn load() -> Result<Config, ConfigError> {
         log_format,
         log_level: args.log_level,
     })
+}
+
+/// Whether a Docker engine answers on `DOCKER_HOST` or the local socket.
+fn docker_reachable() -> bool {
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(host) => match host.strip_prefix("unix://") {
+            Some(path) => PathBuf::from(path),
+            // A TCP engine: assume reachable; the executor reports otherwise.
+            None => return !host.is_empty(),
+        },
+        Err(_) => PathBuf::from("/var/run/docker.sock"),
+    };
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
 fn trimmed(names: Vec<String>) -> Vec<String> {
@@ -568,31 +544,5 @@ mod tests {
         let tags = metadata_tags(vars.into_iter());
         assert_eq!(tags.len(), 1);
         assert_eq!(tags["instance_id"], "i-123");
-    }
-
-    #[test]
-    fn container_limits_are_checked() {
-        assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
-        assert_eq!(parse_memory("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_memory("1.5g").unwrap(), 3 << 29);
-        assert_eq!(parse_memory("268435456").unwrap(), 256 << 20);
-        assert!(parse_memory("1k").unwrap_err().contains("at least 6m"));
-        assert!(parse_memory("lots")
-            .unwrap_err()
-            .contains("not a memory size"));
-        assert_eq!(parse_cpus("1.5").unwrap(), 1.5);
-        assert!(parse_cpus("0").is_err());
-        assert!(parse_cpus("two")
-            .unwrap_err()
-            .contains("not a number of CPUs"));
-    }
-
-    #[test]
-    fn durations_are_checked() {
-        assert_eq!(parse_duration("70m").unwrap(), Duration::from_secs(4200));
-        assert!(parse_duration("seventy")
-            .unwrap_err()
-            .contains("not a duration"));
-        assert!(parse_duration("0s").is_err());
     }
 }

@@ -16,7 +16,9 @@ mod agent;
 mod client;
 pub mod config;
 mod executor;
+mod git;
 mod logs;
+mod mask;
 mod orphans;
 mod phases;
 mod planfile;
@@ -59,4 +61,40 @@ pub fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime starts");
     ExitCode::from(runtime.block_on(agent::run(config)))
+}
+
+#[cfg(test)]
+mod layering {
+    /// Configuration is plain data that executors read: it calls into no
+    /// other module of the launcher, and executors do not reach back into
+    /// the run logic (no import circle).
+    #[test]
+    fn configuration_and_executors_stay_below_the_run_logic() {
+        let config = include_str!("config.rs");
+        assert!(!config.contains(concat!("crate", "::")), "config.rs");
+        for (name, text) in [
+            ("executor/mod.rs", include_str!("executor/mod.rs")),
+            ("executor/docker.rs", include_str!("executor/docker.rs")),
+            ("executor/process.rs", include_str!("executor/process.rs")),
+            ("executor/trust.rs", include_str!("executor/trust.rs")),
+            (
+                "executor/docker/host.rs",
+                include_str!("executor/docker/host.rs"),
+            ),
+            (
+                "executor/docker/image.rs",
+                include_str!("executor/docker/image.rs"),
+            ),
+            (
+                "executor/docker/running.rs",
+                include_str!("executor/docker/running.rs"),
+            ),
+        ] {
+            for upper in ["run", "phases", "agent"] {
+                for import in [format!("crate::{upper}::"), format!("use crate::{upper}")] {
+                    assert!(!text.contains(&import), "{name} uses {import}");
+                }
+            }
+        }
+    }
 }

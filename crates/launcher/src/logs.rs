@@ -139,23 +139,36 @@ pub fn spawn_reader(mut pipe: std::io::PipeReader, sink: SpoolSink) -> std::thre
     })
 }
 
-/// Replaces secret values with `***` in log output.
+/// Replaces secret values with `***` in log output, in every form tools
+/// print them (see [`crate::mask`]).
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     secrets: Vec<Vec<u8>>,
+    /// The secrets too short to mask safely, by name (never by value).
+    warnings: Vec<String>,
 }
 
 impl Masker {
-    pub fn new(values: impl IntoIterator<Item = String>) -> Masker {
-        let mut secrets: Vec<Vec<u8>> = values
-            .into_iter()
-            .filter(|v| v.len() >= 3)
-            .map(String::into_bytes)
-            .collect();
+    /// `secrets` are (name, value) pairs; the names only appear in warnings.
+    pub fn new(secrets: impl IntoIterator<Item = (String, String)>) -> Masker {
+        let mut masker = Masker::default();
+        for (name, value) in secrets {
+            masker.warnings.extend(crate::mask::weakness(&name, &value));
+            masker.secrets.extend(crate::mask::forms(&value));
+        }
         // Longest first, so a secret containing another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Masker { secrets }
+        masker.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        masker.secrets.dedup();
+        masker
+    }
+
+    /// Writes the warnings about short secrets to the run's log and the
+    /// launcher's.
+    pub fn warn(&self, run_id: &str, sink: &SpoolSink) {
+        for warning in &self.warnings {
+            tracing::warn!(run_id, "{warning}");
+            sink.line(warning);
+        }
     }
 
     /// How much of `data` can be sent as a chunk without cutting a secret
@@ -333,7 +346,7 @@ impl Uploader {
         let (offset, length) = self.boundaries[seq as usize];
         let data = self.masker.mask(&self.read(offset, length));
         let mut delay = Duration::from_millis(100);
-        let mut retries = RetryLog::new("log chunk upload");
+        let mut failures = RetryLog::new("log chunk upload");
         loop {
             match self
                 .client
@@ -347,7 +360,7 @@ impl Uploader {
                     return Err(UploadError::LeaseLost);
                 }
                 Err(error) => {
-                    retries.failed(&self.run_id, &error);
+                    failures.failed(&format!("run {} chunk {seq}: {error}", self.run_id));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -356,18 +369,16 @@ impl Uploader {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn masks_longest_first_and_keeps_the_rest() {
-        let masker = Masker::new([
-            "hunter2".to_string(),
-            "hunter2-extra".to_string(),
-            "ab".to_string(),
-        ]);
+        let masker = Masker::new(
+            [("A", "hunter2"), ("B", "hunter2-extra"), ("C", "ab")]
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
         assert_eq!(
             masker.mask(b"pw=hunter2-extra and hunter2, ab"),
             b"pw=*** and ***, ab".to_vec()
@@ -379,5 +390,24 @@ mod tests {
         );
         assert_eq!(masker.safe_cut(b"pw=hunter2-extr"), 3);
         assert_eq!(masker.safe_cut(b"pw=hunter2!"), 11);
+    }
+
+    #[test]
+    fn masks_the_json_escaped_and_base64_forms() {
+        let secret = r#"s3cr"et\value"#;
+        let masker = Masker::new([("S".to_string(), secret.to_string())]);
+        let json = serde_json::json!({ "password": secret }).to_string();
+        assert_eq!(
+            masker.mask(json.as_bytes()),
+            br#"{"password":"***"}"#.to_vec()
+        );
+        use base64::Engine;
+        let header = base64::engine::general_purpose::STANDARD.encode(format!("user:{secret}"));
+        let masked = String::from_utf8(masker.mask(header.as_bytes())).unwrap();
+        assert!(masked.contains("***"), "{masked}");
+        assert!(masker.warnings.is_empty());
+        let short = Masker::new([("PIN".to_string(), "12".to_string())]);
+        assert_eq!(short.mask(b"pin 12"), b"pin 12".to_vec());
+        assert_eq!(short.warnings.len(), 1);
     }
 }

@@ -115,9 +115,7 @@ impl InFlightRuns {
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .and_then(|mut file| {
-                file.write_all(&serde_json::to_vec(&record).expect("serialises"))
-            });
+            .and_then(|mut file| file.write_all(&serde_json::to_vec(&record).expect("serialises")));
         if let Err(error) = written {
             tracing::warn!(%error, path = %path.display(), "cannot record the run in flight");
         }

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::client::with_retry;
 use crate::executor::{Exit, RunSpec};
+use crate::git::{self, Git};
 use crate::logs::{Masker, Spool, SpoolSink, UploadError, Uploader};
 use crate::planfile::{self, StateMeta};
 use crate::run::{report_end, run_environment, Abandoned, Control, Ending, RunContext};
@@ -89,23 +90,19 @@ pub(crate) async fn execute(
     };
     let launcher_env: BTreeMap<String, String> = std::env::vars().collect();
     let secrets = workspace::secrets(job, &ctx.config.private_key);
-    let mut masked: Vec<String> = ctx
-        .config
-        .mask_envs
-        .iter()
-        .filter_map(|name| launcher_env.get(name).cloned())
-        .collect();
-    masked.push(job.state_password.clone());
-    if let Ok(secrets) = &secrets {
-        masked.extend(secrets.iter().map(|(_, v)| v.clone()));
-    }
+    let masker = Masker::new(masked_values(
+        &ctx.config,
+        &launcher_env,
+        job,
+        secrets.as_deref().unwrap_or_default(),
+    ));
     let spool = Spool::new();
     let mut uploader = match Uploader::new(
         ctx.client.clone(),
         &lease.run_id,
         &lease.lease_id,
         spool_path,
-        Masker::new(masked),
+        masker.clone(),
     ) {
         Ok(uploader) => uploader,
         Err(error) => {
@@ -114,6 +111,7 @@ pub(crate) async fn execute(
         }
     };
     let sink = SpoolSink::new(spool_file, spool.clone());
+    masker.warn(&lease.run_id, &sink);
     let upload = tokio::spawn({
         let spool = spool.clone();
         async move {
@@ -185,6 +183,28 @@ pub(crate) async fn execute(
     let (uploader, result) = upload.await.expect("the log uploader does not panic");
     let chunks = result.map_err(|UploadError::LeaseLost| Abandoned)?;
     report_end(ctx, lease, Some(&uploader), chunks, ending).await
+}
+
+/// What a stack run's log must never show, by name: the launcher's
+/// GANTRY_MASK_ENVS, the run's state credential, the stack's secret
+/// variables (`secrets`, opened) and credentials in its git URL.
+pub(crate) fn masked_values(
+    config: &crate::config::Config,
+    launcher_env: &BTreeMap<String, String>,
+    job: &StackJob,
+    secrets: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut masked: Vec<(String, String)> = config
+        .mask_envs
+        .iter()
+        .filter_map(|name| Some((name.clone(), launcher_env.get(name)?.clone())))
+        .collect();
+    masked.push(("TF_HTTP_PASSWORD".into(), job.state_password.clone()));
+    masked.extend(secrets.iter().cloned());
+    for credential in job.git_url.iter().flat_map(|url| git::url_secrets(url)) {
+        masked.push(("in the git URL".into(), credential));
+    }
+    masked
 }
 
 impl Phases<'_> {
@@ -424,9 +444,10 @@ impl Phases<'_> {
     }
 
     async fn init(&mut self) -> Result<(), Halt> {
-        std::fs::write(
-            self.root.join(workspace::BACKEND_OVERRIDE),
-            "terraform {\n  backend \"http\" {}\n}\n",
+        workspace::write_new(
+            &self.root,
+            workspace::BACKEND_OVERRIDE,
+            b"terraform {\n  backend \"http\" {}\n}\n",
         )
         .map_err(|e| format!("cannot write {}: {e}", workspace::BACKEND_OVERRIDE))?;
         self.hooks("before_init").await?;
@@ -443,6 +464,8 @@ impl Phases<'_> {
 
     /// Runs the tool with stdout into a file of the root module, and reads it.
     async fn capture(&mut self, what: &str, args: &str, file: &str) -> Result<Vec<u8>, Halt> {
+        // Not through a link the source may have put there.
+        let _ = std::fs::remove_file(self.root.join(file));
         let script = format!("\"$0\" {args} > {file}");
         self.step(what, vec!["sh".into(), "-c".into(), script, self.tool()])
             .await?;
@@ -456,7 +479,15 @@ impl Phases<'_> {
         let mut commit_sha = None;
         if let Some(url) = &self.job.git_url {
             let git_ref = self.job.git_ref.clone().unwrap_or_else(|| "HEAD".into());
-            commit_sha = Some(workspace::clone(&self.sink, url, &git_ref, source).await?);
+            let config = &self.ctx.config;
+            let git = Git::new(
+                &std::env::vars().collect(),
+                &config.passthrough_envs,
+                config.allow_local_git_sources,
+                self.ctx.executor.host_ca_file(),
+                url,
+            );
+            commit_sha = Some(git.clone(&self.sink, url, &git_ref, source).await?);
         } else {
             let path = format!("/worker/runs/{}/source", self.lease.run_id);
             let archive = workspace::fetch(&self.ctx.client, &path, &self.lease.lease_id).await?;
@@ -470,12 +501,7 @@ impl Phases<'_> {
             })
             .await?;
         }
-        if !self.root.is_dir() {
-            return Err(Halt::from(format!(
-                "PREPARING: the project root {:?} is not a directory of the source; fix the stack's --project-root",
-                self.job.project_root
-            )));
-        }
+        self.root = workspace::resolve_root(source, &self.job.project_root)?;
         self.check_tool_version("PREPARING").await?;
         self.report(RunState::Initializing).await?;
         self.init().await?;
@@ -550,6 +576,7 @@ impl Phases<'_> {
         let packed = workspace::open(&self.ctx.config.private_key, &sealed)?;
         workspace::unpack(&packed, source)
             .map_err(|e| format!("cannot unpack the stored workspace: {e}"))?;
+        self.root = workspace::resolve_root(source, &self.job.project_root)?;
         self.check_tool_version("APPLYING").await?;
         // The providers were left out of the stored workspace.
         self.init().await?;
@@ -573,7 +600,10 @@ impl Phases<'_> {
             Err(error) => {
                 // The workspace, with the file, is kept (see run::execute).
                 tracing::error!(run_id = %run_id, %error, path = %path.display(), "the control plane refused the state Terraform could not save");
-                self.sink.line(&format!("the control plane refused the state: {error}; it stays in {} on this worker", path.display()));
+                self.sink.line(&format!(
+                    "the control plane refused the state: {error}; it stays in {} on this worker",
+                    path.display()
+                ));
                 Err(Halt::Abandoned)
             }
         }
@@ -634,10 +664,8 @@ impl Phases<'_> {
             if !self.output_since(log_start).contains("Apply complete!") {
                 return Err(match halt {
                     Halt::End(mut ending) => {
-                        ending.reason = Some(format!(
-                            "{}; {saved}",
-                            ending.reason.unwrap_or_default()
-                        ));
+                        ending.reason =
+                            Some(format!("{}; {saved}", ending.reason.unwrap_or_default()));
                         Halt::End(ending)
                     }
                     other => other,

@@ -50,19 +50,21 @@ pub async fn upload(
     lease_id: &str,
     path: &Path,
 ) -> Result<u64, CallError> {
-    let data = std::fs::read(path).map_err(|e| {
-        CallError::Unreachable(format!("cannot read {}: {e}", path.display()))
-    })?;
+    let data = std::fs::read(path)
+        .map_err(|e| CallError::Unreachable(format!("cannot read {}: {e}", path.display())))?;
     let mut delay = Duration::from_millis(200);
     let mut retries = RetryLog::new("uploading the state Terraform could not save");
     loop {
-        match client.put_recovered_state(run_id, lease_id, data.clone()).await {
+        match client
+            .put_recovered_state(run_id, lease_id, data.clone())
+            .await
+        {
             Ok(version) => {
                 let _ = std::fs::remove_file(path);
                 return Ok(version.version as u64);
             }
             Err(error) if error.is_transient() => {
-                retries.failed(run_id, &error);
+                retries.failed(&format!("run {run_id}: {error}"));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -108,18 +110,20 @@ async fn finish_left_behind(
     let lease = &orphan.lease;
     let run_id = lease.run_id.as_str();
     let launcher_env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    let mut secrets: Vec<String> = ctx
-        .config
-        .mask_envs
-        .iter()
-        .filter_map(|name| launcher_env.get(name).cloned())
-        .collect();
-    if let Some(job) = &lease.stack {
-        secrets.push(job.state_password.clone());
-        if let Ok(values) = crate::workspace::secrets(job, &ctx.config.private_key) {
-            secrets.extend(values.into_iter().map(|(_, v)| v));
+    // The same masking as the run had.
+    let secrets = match &lease.stack {
+        Some(job) => {
+            let opened =
+                crate::workspace::secrets(job, &ctx.config.private_key).unwrap_or_default();
+            crate::phases::masked_values(&ctx.config, &launcher_env, job, &opened)
         }
-    }
+        None => ctx
+            .config
+            .mask_envs
+            .iter()
+            .filter_map(|name| Some((name.clone(), launcher_env.get(name)?.clone())))
+            .collect(),
+    };
     let mut chunks = 0;
     let uploader = match Uploader::resume(
         ctx.client.clone(),
@@ -131,7 +135,11 @@ async fn finish_left_behind(
         Ok(mut uploader) => match uploader.finish_left_behind().await {
             Ok(count) => {
                 chunks = count;
-                tracing::info!(run_id, chunks, "uploaded the log a dead launcher had spooled");
+                tracing::info!(
+                    run_id,
+                    chunks,
+                    "uploaded the log a dead launcher had spooled"
+                );
                 Some(uploader)
             }
             Err(crate::logs::UploadError::LeaseLost) => return Err(crate::run::Abandoned),
@@ -146,11 +154,20 @@ async fn finish_left_behind(
                 Ok(version) => reason.push_str(&format!(
                     "; the state Terraform could not save was uploaded (state version {version})"
                 )),
-                Err(error) => tracing::error!(run_id, %error, "the control plane refused the state Terraform could not save"),
+                Err(error) => {
+                    tracing::error!(run_id, %error, "the control plane refused the state Terraform could not save")
+                }
             }
         }
     }
-    report_end(ctx, lease, uploader.as_ref(), chunks, Ending::failed(reason)).await
+    report_end(
+        ctx,
+        lease,
+        uploader.as_ref(),
+        chunks,
+        Ending::failed(reason),
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -164,7 +181,11 @@ mod tests {
         let hidden = dir.path().join("source/.terraform/x");
         std::fs::create_dir_all(&hidden).unwrap();
         std::fs::write(hidden.join(ERRORED_STATE), "{}").unwrap();
-        assert_eq!(unsaved_state(dir.path()), None, ".terraform is not a root module");
+        assert_eq!(
+            unsaved_state(dir.path()),
+            None,
+            ".terraform is not a root module"
+        );
         let root = dir.path().join("source/envs/prod");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join(ERRORED_STATE), "{}").unwrap();

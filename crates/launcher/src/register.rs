@@ -6,7 +6,7 @@ use base64::Engine;
 use gantry_wire::worker::{registration_message, OrphanedRun, RegisterRequest, RegisterResponse};
 use rand::RngCore;
 
-use crate::client::{with_retry, CallError, ControlPlane};
+use crate::client::{with_retry_as, CallError, ControlPlane};
 use crate::config::Config;
 
 fn request(
@@ -50,7 +50,8 @@ pub async fn register(
     orphaned_runs: &[OrphanedRun],
     resume_worker_id: Option<&str>,
 ) -> Result<RegisterResponse, CallError> {
-    let response = with_retry(
+    let response = with_retry_as(
+        "registration",
         || async move {
             client
                 .register(&request(config, orphaned_runs, resume_worker_id))

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::client::{with_retry, ControlPlane};
 use crate::config::Config;
-use crate::executor::{Executor, Exit, RunSpec, Running, Stopper};
+use crate::executor::{Executor, Exit, RunSpec, Running, Stopper, DEFAULT_PATH};
 use crate::logs::{Masker, Spool, SpoolSink, UploadError, Uploader};
 use crate::orphans::InFlightRuns;
 
@@ -27,9 +27,6 @@ pub enum Control {
     Abandon,
 }
 
-/// Variables every run gets, for tools to find their way around.
-pub(crate) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PROXY_VARS: [&str; 6] = [
     "HTTP_PROXY",
     "HTTPS_PROXY",
@@ -225,7 +222,7 @@ async fn execute_in(
         config
             .mask_envs
             .iter()
-            .filter_map(|name| launcher_env.get(name).cloned()),
+            .filter_map(|name| Some((name.clone(), launcher_env.get(name)?.clone()))),
     );
     let spec = RunSpec {
         run_id: run_id.to_string(),
@@ -242,7 +239,7 @@ async fn execute_in(
         run_id,
         &lease.lease_id,
         spool_path,
-        masker,
+        masker.clone(),
     ) {
         Ok(uploader) => uploader,
         Err(error) => {
@@ -251,6 +248,7 @@ async fn execute_in(
         }
     };
     let sink = SpoolSink::new(spool_file, spool.clone());
+    masker.warn(run_id, &sink);
     let mut watch = Watch {
         deadline: Instant::now() + config.run_timeout,
         kill_at: None,
@@ -463,7 +461,7 @@ pub(crate) async fn report_end(
         log_chunks: chunks,
     };
     let mut delay = Duration::from_millis(100);
-    let mut retries = crate::client::RetryLog::new("reporting the run's end");
+    let mut failures = crate::client::RetryLog::new("reporting the run's end");
     loop {
         match ctx.client.finish(&lease.run_id, &request).await {
             Ok(()) => {
@@ -495,7 +493,7 @@ pub(crate) async fn report_end(
                 return Err(Abandoned);
             }
             Err(error) => {
-                retries.failed(&lease.run_id, &error);
+                failures.failed(&format!("run {}: {error}", lease.run_id));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

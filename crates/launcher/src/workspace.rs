@@ -1,8 +1,8 @@
-//! A stack run's workspace on the worker: the source (a git clone at an
-//! exact commit, or the uploaded archive), the backend override, the sealed
+//! A stack run's workspace on the worker: the source (the uploaded
+//! archive; a git clone is `git`'s), the root module in it, the backend override, the sealed
 //! archive kept between plan and apply, and reading Terraform's JSON.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use gantry_pki::{PoolPrivateKey, PoolPublicKey};
@@ -10,65 +10,52 @@ use gantry_wire::stack::{PlanSummary, RunOutput, StackJob};
 use reqwest::Method;
 
 use crate::client::ControlPlane;
-use crate::logs::SpoolSink;
 
 /// Written next to the root module so its state lives in the control plane.
 pub const BACKEND_OVERRIDE: &str = "gantry_backend_override.tf";
 
-/// Runs git in the launcher, its output into the run's log.
-async fn git(sink: Option<&SpoolSink>, args: &[&str], cwd: &Path) -> Result<String, String> {
-    let output = tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e} (is git installed on the worker?)"))?;
-    if let Some(sink) = sink {
-        let _ = sink.append(&output.stderr);
+/// The root module: `project_root` inside `source`, resolved (symbolic links
+/// and `..` followed) and checked to stay inside the source. Everything the
+/// launcher writes or hands to the run's user goes under this path, so a
+/// link committed in the repository cannot point it at the worker's own
+/// files.
+pub fn resolve_root(source: &Path, project_root: &str) -> Result<PathBuf, String> {
+    let not_a_directory = || {
+        format!(
+            "PREPARING: the project root {project_root:?} is not a directory of the source; fix the stack's --project-root"
+        )
+    };
+    let source = std::fs::canonicalize(source)
+        .map_err(|e| format!("PREPARING: cannot resolve the source directory: {e}"))?;
+    let root = std::fs::canonicalize(source.join(project_root)).map_err(|_| not_a_directory())?;
+    if !root.starts_with(&source) {
+        return Err(format!(
+            "PREPARING: the project root {project_root:?} leads outside the stack's source (through a symbolic link or `..`); \
+             the launcher refuses to use it: point the stack's --project-root at a directory inside the repository"
+        ));
     }
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    if !root.is_dir() {
+        return Err(not_a_directory());
     }
+    Ok(root)
 }
 
-/// Clones `url` into `dest` and checks out `git_ref` (a branch, tag or
-/// commit) detached. Returns the exact commit SHA.
-pub async fn clone(
-    sink: &SpoolSink,
-    url: &str,
-    git_ref: &str,
-    dest: &Path,
-) -> Result<String, String> {
-    let parent = dest.parent().expect("the source has a parent");
-    let dest_str = dest.to_string_lossy().to_string();
-    sink.line(&format!("cloning {url} at {git_ref}"));
-    git(
-        Some(sink),
-        &["clone", "--quiet", "--no-checkout", url, &dest_str],
-        parent,
-    )
-    .await
-    .map_err(|e| format!("PREPARING: cannot clone {url}: {e}; check the stack's git URL"))?;
-    let mut sha = None;
-    for candidate in [format!("origin/{git_ref}"), git_ref.to_string()] {
-        let spec = format!("{candidate}^{{commit}}");
-        if let Ok(found) = git(None, &["rev-parse", "--verify", "--quiet", &spec], dest).await {
-            sha = Some(found);
-            break;
-        }
+/// Writes `data` as the file `name` of the root module, replacing whatever
+/// the source put there (a symbolic link included: it is removed, never
+/// followed).
+pub fn write_new(root: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = root.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
-    let sha = sha.ok_or_else(|| {
-        format!("PREPARING: ref {git_ref:?} not found in {url}; check the stack's --ref (a branch, tag or commit)")
-    })?;
-    git(Some(sink), &["checkout", "--quiet", "--detach", &sha], dest)
-        .await
-        .map_err(|e| format!("PREPARING: cannot check out {sha}: {e}"))?;
-    sink.line(&format!("checked out commit {sha}"));
-    Ok(sha)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?
+        .write_all(data)
 }
 
 /// Fetches a response body as bytes; errors name the call.
@@ -195,6 +182,15 @@ pub fn plan_summary(plan_json: &[u8]) -> Result<PlanSummary, String> {
             _ => {}
         }
     }
+    // A plan can change only outputs (a stack's first output, a changed
+    // value): Terraform applies it, so it is a change too.
+    for change in plan["output_changes"].as_object().into_iter().flatten() {
+        let actions = change.1["actions"].as_array();
+        let no_op = actions.is_some_and(|a| a.iter().all(|a| a == "no-op"));
+        if !no_op {
+            summary.outputs += 1;
+        }
+    }
     Ok(summary)
 }
 
@@ -232,6 +228,70 @@ mod tests {
             {"change":{"actions":["no-op"]}}]}"#;
         let s = plan_summary(plan).unwrap();
         assert_eq!((s.add, s.change, s.destroy), (2, 1, 1));
+    }
+
+    #[test]
+    fn a_project_root_cannot_lead_outside_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(source.join("envs/prod")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, source.join("escape")).unwrap();
+        std::os::unix::fs::symlink("envs", source.join("inner")).unwrap();
+        std::fs::write(source.join("file.tf"), "").unwrap();
+
+        let root = resolve_root(&source, "envs/prod").unwrap();
+        assert!(root.ends_with("source/envs/prod"), "{root:?}");
+        assert!(resolve_root(&source, "inner/prod")
+            .unwrap()
+            .ends_with("source/envs/prod"));
+        assert!(resolve_root(&source, "").unwrap().ends_with("source"));
+        for escaping in [
+            "escape",
+            "escape/",
+            "../outside",
+            "envs/../../outside",
+            "/tmp",
+        ] {
+            let error = resolve_root(&source, escaping).unwrap_err();
+            assert!(
+                error.contains("outside the stack's source"),
+                "{escaping}: {error}"
+            );
+        }
+        for missing in ["nope", "file.tf"] {
+            let error = resolve_root(&source, missing).unwrap_err();
+            assert!(error.contains("not a directory"), "{missing}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_backend_override_replaces_a_link_instead_of_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join(BACKEND_OVERRIDE)).unwrap();
+        write_new(&root, BACKEND_OVERRIDE, b"terraform {}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let written = root.join(BACKEND_OVERRIDE);
+        assert!(!std::fs::symlink_metadata(&written).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(written).unwrap(), "terraform {}");
+    }
+
+    #[test]
+    fn plan_summary_counts_output_changes() {
+        let plan = br#"{"resource_changes":[{"change":{"actions":["no-op"]}}],
+            "output_changes":{
+                "new":{"actions":["create"]},
+                "same":{"actions":["no-op"]},
+                "changed":{"actions":["update"]},
+                "gone":{"actions":["delete"]}}}"#;
+        let s = plan_summary(plan).unwrap();
+        assert_eq!((s.add, s.change, s.destroy, s.outputs), (0, 0, 0, 3));
+        assert!(s.has_changes());
     }
 
     #[test]

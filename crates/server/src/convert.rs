@@ -94,7 +94,8 @@ pub fn worker(record: &WorkerRecord, now: i64, lease_timeout_ms: i64) -> Worker 
     }
 }
 
-/// A stack as the API shows it: secret variables by name only.
+/// A stack as the API shows it: secret variables by name only, the git
+/// URL without its credentials.
 pub fn stack(record: &StackRecord) -> Stack {
     Stack {
         id: record.id.clone(),
@@ -107,7 +108,11 @@ pub fn stack(record: &StackRecord) -> Stack {
             "upload"
         }
         .to_string(),
-        git_url: record.git_url.clone(),
+        // Credentials in the URL stay with the launcher that clones it.
+        git_url: record
+            .git_url
+            .as_deref()
+            .map(gantry_wire::stack::redact_git_url),
         git_ref: record.git_ref.clone(),
         archive_sha256: record.archive_sha256.clone(),
         project_root: record.project_root.clone(),

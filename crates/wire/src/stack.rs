@@ -52,6 +52,30 @@ impl Tool {
     }
 }
 
+/// A git URL as it may be shown (the API, logs, messages): credentials in
+/// it (`https://user:token@host/repo`, `https://token@host/repo`) replaced
+/// by `***`. A user name alone over ssh (`ssh://git@host/repo`, scp-like
+/// `git@host:repo`) is no secret and stays.
+pub fn redact_git_url(url: &str) -> String {
+    match git_url_credentials(url) {
+        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        None => url.to_string(),
+    }
+}
+
+/// Where the credentials of `scheme://userinfo@host/…` are in `url`: the
+/// userinfo part [`redact_git_url`] hides, when it holds a secret.
+pub fn git_url_credentials(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..authority_end].rfind('@')? + start;
+    let scheme = url[..start - 3].to_ascii_lowercase();
+    let secret = url[start..at].contains(':') || scheme.starts_with("http");
+    (at > start && secret).then_some((start, at))
+}
+
 /// A tool version as a stack pins it, normalised: `1.0.3`, `1.6.0-rc1`
 /// (a leading `v` is dropped). `None` when it is not a version: digits
 /// first, then letters, digits, `.`, `-` and `+` only (it becomes a
@@ -205,17 +229,22 @@ pub struct TriggerRun {
 }
 
 /// Resources a plan adds, changes and destroys (a replace counts as one add
-/// and one destroy, as Terraform prints it).
+/// and one destroy, as Terraform prints it), and the outputs it changes: a
+/// plan that only changes outputs still has something to apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlanSummary {
     pub add: u32,
     pub change: u32,
     pub destroy: u32,
+    /// Outputs added, changed or removed (Terraform's "Changes to Outputs").
+    #[serde(default)]
+    pub outputs: u32,
 }
 
 impl PlanSummary {
+    /// Whether applying the plan changes anything: resources or outputs.
     pub fn has_changes(&self) -> bool {
-        self.add + self.change + self.destroy > 0
+        self.add + self.change + self.destroy + self.outputs > 0
     }
 }
 
@@ -228,7 +257,12 @@ impl std::fmt::Display for PlanSummary {
             f,
             "{} to add, {} to change, {} to destroy",
             self.add, self.change, self.destroy
-        )
+        )?;
+        match self.outputs {
+            0 => Ok(()),
+            1 => f.write_str(", 1 output to change"),
+            n => write!(f, ", {n} outputs to change"),
+        }
     }
 }
 
@@ -320,6 +354,45 @@ pub struct ReportPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_url_credentials_are_redacted() {
+        assert_eq!(
+            redact_git_url("https://user:ghp_s3cret@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_git_url("https://ghp_s3cret@host/a@b"),
+            "https://***@host/a@b"
+        );
+        assert_eq!(redact_git_url("ssh://git:pw@host/r"), "ssh://***@host/r");
+        for plain in [
+            "https://github.com/o/r.git",
+            "git@github.com:o/r.git",
+            "ssh://host/r",
+            "ssh://git@host/r",
+            "git://127.0.0.1:9418/repo",
+        ] {
+            assert_eq!(redact_git_url(plain), plain);
+        }
+    }
+
+    #[test]
+    fn a_plan_that_only_changes_outputs_has_changes() {
+        let outputs_only = PlanSummary {
+            outputs: 1,
+            ..PlanSummary::default()
+        };
+        assert!(outputs_only.has_changes());
+        assert_eq!(
+            outputs_only.to_string(),
+            "0 to add, 0 to change, 0 to destroy, 1 output to change"
+        );
+        assert!(!PlanSummary::default().has_changes());
+        // Summaries stored before the field existed read as no output changes.
+        let old: PlanSummary = serde_json::from_str(r#"{"add":1,"change":0,"destroy":0}"#).unwrap();
+        assert_eq!((old.add, old.outputs), (1, 0));
+    }
 
     #[test]
     fn tool_versions_are_normalised() {

@@ -40,7 +40,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use sha2::{Digest, Sha256};
 
-use super::RunSpec;
+use super::{trust, RunSpec};
 use crate::config::{Config, PullPolicy};
 use crate::logs::SpoolSink;
 
@@ -71,11 +71,13 @@ pub struct DockerExecutor {
     runtime: Option<String>,
     nano_cpus: Option<i64>,
     memory: Option<i64>,
+    /// The CA file runs trust, mounted at [`trust::CONTAINER_CA_FILE`].
+    ca_file: Option<PathBuf>,
 }
 
 impl DockerExecutor {
     /// Connects to the engine and checks the container settings against it.
-    pub async fn open(config: &Config) -> Result<DockerExecutor, String> {
+    pub async fn open(config: &Config, ca_file: Option<PathBuf>) -> Result<DockerExecutor, String> {
         let host =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let unreachable = |error: &dyn std::fmt::Display| {
@@ -168,7 +170,13 @@ impl DockerExecutor {
             runtime: config.worker_runtime.clone(),
             nano_cpus: config.worker_cpus.map(|cpus| (cpus * 1e9) as i64),
             memory: config.worker_memory.map(|bytes| bytes as i64),
+            ca_file,
         })
+    }
+
+    /// The CA file runs trust, on this host.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// Removes the containers a previous life of this launcher left (it
@@ -297,17 +305,21 @@ impl DockerExecutor {
             ..Default::default()
         }];
         mounts.extend(self.extra_mounts.iter().cloned());
+        let mut env = spec.env.clone();
+        if let Some(file) = &self.ca_file {
+            mounts.push(ca_mount(&self.host_path(file)?));
+            trust::add_ca_env(&mut env, trust::CONTAINER_CA_FILE);
+        }
         let labels = HashMap::from([
             (LABEL_RUN.to_string(), spec.run_id.clone()),
             (LABEL_LAUNCHER.to_string(), self.launcher.clone()),
         ]);
-        let env = spec
-            .env
+        let env = env
             .iter()
             // The launcher's default PATH is for processes on this host; in a
             // container the image's PATH applies, unless the run sets one.
             .filter(|(name, value)| {
-                !(name.as_str() == "PATH" && value.as_str() == crate::run::DEFAULT_PATH)
+                !(name.as_str() == "PATH" && value.as_str() == super::DEFAULT_PATH)
             })
             .map(|(name, value)| format!("{name}={value}"))
             .collect();
@@ -460,6 +472,18 @@ fn container_user(configured: Option<&str>) -> (String, Option<(u32, u32)>) {
     }
 }
 
+/// The run's CA file (its path for the engine), read-only where the CA
+/// variables point.
+fn ca_mount(host_file: &Path) -> Mount {
+    Mount {
+        typ: Some(MountType::BIND),
+        source: Some(host_file.display().to_string()),
+        target: Some(trust::CONTAINER_CA_FILE.to_string()),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
 /// `host:container[:ro|rw]`, already checked by the configuration.
 fn extra_mount(spec: &str) -> Mount {
     let mut parts = spec.split(':');
@@ -504,5 +528,8 @@ mod tests {
         assert_eq!(mount.read_only, Some(true));
         assert_eq!(extra_mount("/data:/data").read_only, Some(false));
         assert_eq!(container_name("01ABC", "01DEF"), "gantry-run-01ABC-01DEF");
+        let ca = ca_mount(Path::new("/host/work/ca-certificates.pem"));
+        assert_eq!(ca.target.as_deref(), Some(trust::CONTAINER_CA_FILE));
+        assert_eq!(ca.read_only, Some(true));
     }
 }

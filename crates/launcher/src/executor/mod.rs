@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod process;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,10 @@ use std::sync::Arc;
 
 use crate::config::{Config, ExecutorKind};
 use crate::logs::SpoolSink;
+
+/// The PATH a run gets unless it sets one: for processes on this host. (In
+/// a container the image's PATH applies instead.)
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to execute, already decided by [`crate::run`].
 #[derive(Debug, Clone)]
@@ -40,7 +45,10 @@ pub enum Exit {
 
 /// The executor the launcher was configured with, ready to start runs.
 pub enum Executor {
-    Process,
+    Process {
+        /// The CA file runs trust ([`trust`]), when there are extra CAs.
+        ca_file: Option<PathBuf>,
+    },
     Docker(Arc<docker::DockerExecutor>),
 }
 
@@ -55,20 +63,30 @@ impl Executor {
     pub async fn open(config: &Config, keep: &[String]) -> Result<Executor, String> {
         clear_dir(&config.work_dir.join("workspaces"), keep);
         clear_dir(&config.work_dir.join("logs"), keep);
+        let ca_file = trust::write_ca_file(&config.work_dir, &config.extra_roots)?;
         match config.executor {
-            ExecutorKind::Process => Ok(Executor::Process),
+            ExecutorKind::Process => Ok(Executor::Process { ca_file }),
             ExecutorKind::Docker => {
-                let docker = docker::DockerExecutor::open(config).await?;
+                let docker = docker::DockerExecutor::open(config, ca_file).await?;
                 docker.reap().await;
                 Ok(Executor::Docker(Arc::new(docker)))
             }
         }
     }
 
+    /// The CA file for tools the launcher itself runs for a run (git), on
+    /// this host.
+    pub fn host_ca_file(&self) -> Option<&Path> {
+        match self {
+            Executor::Process { ca_file } => ca_file.as_deref(),
+            Executor::Docker(docker) => docker.ca_file(),
+        }
+    }
+
     /// Where the run sees its workspace.
     pub fn run_workspace(&self, host_workspace: &Path) -> PathBuf {
         match self {
-            Executor::Process => host_workspace.to_path_buf(),
+            Executor::Process { .. } => host_workspace.to_path_buf(),
             Executor::Docker(_) => PathBuf::from(docker::WORKSPACE),
         }
     }
@@ -77,9 +95,15 @@ impl Executor {
     /// failure reason.
     pub async fn start(&self, spec: &RunSpec, sink: &SpoolSink) -> Result<Running, String> {
         match self {
-            Executor::Process => process::ProcessRun::start(spec, sink)
-                .map(Running::Process)
-                .map_err(|error| format!("cannot start `{}`: {error}", spec.command[0])),
+            Executor::Process { ca_file } => {
+                let mut spec = spec.clone();
+                if let Some(file) = ca_file {
+                    trust::add_ca_env(&mut spec.env, &file.display().to_string());
+                }
+                process::ProcessRun::start(&spec, sink)
+            }
+            .map(Running::Process)
+            .map_err(|error| format!("cannot start `{}`: {error}", spec.command[0])),
             Executor::Docker(docker) => docker.start(spec, sink).await.map(Running::Docker),
         }
     }
@@ -194,17 +218,4 @@ fn clear_dir(dir: &Path, keep: &[String]) {
             }
         }
     }
-}
-
-/// Whether a Docker engine answers on `DOCKER_HOST` or the local socket.
-pub fn docker_reachable() -> bool {
-    let socket = match std::env::var("DOCKER_HOST") {
-        Ok(host) => match host.strip_prefix("unix://") {
-            Some(path) => PathBuf::from(path),
-            // A TCP engine: assume reachable; the executor reports otherwise.
-            None => return !host.is_empty(),
-        },
-        Err(_) => PathBuf::from("/var/run/docker.sock"),
-    };
-    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }

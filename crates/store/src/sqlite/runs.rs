@@ -239,8 +239,14 @@ impl RunStore for SqliteStore {
             .await?;
             if state == "LOST" {
                 let reason = "its worker is back: the apply goes on";
-                record_transition(&mut tx, &lease.run_id, RunState::Applying, Some(reason), now)
-                    .await?;
+                record_transition(
+                    &mut tx,
+                    &lease.run_id,
+                    RunState::Applying,
+                    Some(reason),
+                    now,
+                )
+                .await?;
                 renewal.resumed.push(lease.run_id.clone());
             }
         }
