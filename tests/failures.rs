@@ -153,8 +153,8 @@ fn lines_spooled_when_a_launcher_is_killed_are_uploaded_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let count = dir.path().join("count");
     let script = format!(
-        "for i in $(seq 1 600); do echo line $i; echo $i > {}; sleep 0.02; done",
-        count.display()
+        "for i in $(seq 1 600); do echo line $i; echo $i > {c}.new; mv {c}.new {c}; sleep 0.02; done",
+        c = count.display()
     );
     let id = server.submit("spooled", &["sh", "-c", &script]);
     server.wait_state(&id, "APPLYING", Duration::from_secs(10));

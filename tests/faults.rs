@@ -207,3 +207,49 @@ fn a_launcher_killed_during_an_apply_leaves_the_run_lost_and_the_stack_locked_un
     ended(&s.server, &waiting, "FINISHED");
     let _ = &s.dir;
 }
+
+/// A launcher killed with SIGKILL takes its Terraform with it (the run's
+/// process dies with its launcher): what is guaranteed is that the next
+/// launcher on the work directory waits for what the run left working,
+/// completes the log up to the crash, ends the run once with a clear
+/// reason, and frees the stack, without applying anything again.
+#[test]
+#[ignore = "slow: terraform, faults"]
+fn a_launcher_killed_during_an_apply_and_restarted_ends_the_run_once_with_its_log() {
+    let Some(mut s) = Scenario::new(8) else {
+        return;
+    };
+    let id = s.start_apply();
+    let before_kill = log_text(&s.server, &id);
+    let work_dir = s.launcher.work_dir.clone();
+    s.launcher.proc.signal(Signal::SIGKILL);
+    s.launcher.proc.wait_exit(Duration::from_secs(5));
+    let env: Vec<(&str, &str)> = s
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // The killed launcher's value keeps its temporary work directory alive.
+    let _killed = std::mem::replace(
+        &mut s.launcher,
+        Launcher::start_in(&s.pool, &work_dir, &env),
+    );
+    s.launcher.wait_registered();
+    let run = ended(&s.server, &id, "FAILED");
+    assert!(
+        reason(&run).starts_with("the launcher restarted while the run was in flight"),
+        "{run:#}"
+    );
+    assert_eq!(
+        s.marks().iter().filter(|m| *m == "start").count(),
+        1,
+        "the apply's operation ran once, and nothing ran it again"
+    );
+    let log = log_text(&s.server, &id);
+    assert!(log.starts_with(&before_kill), "the log only grew");
+    assert!(log.contains("null_resource.slow: Creating..."), "{log}");
+    assert_eq!(log.matches("null_resource.slow: Creating...").count(), 1);
+    // The stack is free again.
+    let next = trigger(&s.server, "web", "proposed");
+    ended(&s.server, &next, "FINISHED");
+}

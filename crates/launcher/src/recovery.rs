@@ -82,6 +82,9 @@ pub async fn recover(ctx: &RunContext, orphan: &InFlight, resumed: bool) {
     let lease = &orphan.lease;
     let run_id = lease.run_id.as_str();
     let (workspace, spool_path) = crate::run::paths(&ctx.config, lease);
+    // An apply the dead launcher left was asked to stop (SIGTERM), and may
+    // still be saving its state: nothing is judged until it is done.
+    wait_for_processes_in(run_id, &workspace).await;
     let mut outcome = Ok(());
     if resumed && !orphan.worker_id.is_empty() {
         outcome = finish_left_behind(ctx, orphan, &workspace, &spool_path).await;
@@ -93,12 +96,76 @@ pub async fn recover(ctx: &RunContext, orphan: &InFlight, resumed: bool) {
             "the run's workspace holds a Terraform state the control plane does not have; it is kept"
         ),
         (_, None) => {
+            kill_leftovers_in(&workspace);
             let _ = std::fs::remove_dir_all(&workspace);
         }
     }
     let _ = std::fs::remove_file(&spool_path);
     let _ = std::fs::remove_file(crate::logs::journal_path(&spool_path));
     ctx.in_flight.forget(lease);
+}
+
+/// Waits until no process works in `dir` (by its working directory, from
+/// /proc), however long that takes: only a stop, the run timeout or a second
+/// SIGTERM may end an apply, and none of those is ours to give here.
+async fn wait_for_processes_in(run_id: &str, dir: &Path) {
+    let mut waiting = RetryLog::new("waiting for a previous launcher's run to end");
+    while let Some(pid) = process_in(dir) {
+        waiting.failed(&format!(
+            "run {run_id}: process {pid} still works in {}",
+            dir.display()
+        ));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A process whose working directory is `dir` or below it, other than a
+/// Terraform provider plugin: a plugin whose Terraform died may linger, and
+/// saves nothing; Terraform (and what it runs) is what is waited for.
+fn process_in(dir: &Path) -> Option<u32> {
+    processes_in(dir)
+        .into_iter()
+        .find(|(_, program)| !program.starts_with("terraform-provider-"))
+        .map(|(pid, _)| pid)
+}
+
+/// The processes working in `dir` or below it, with their program's name.
+fn processes_in(dir: &Path) -> Vec<(u32, String)> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            let program = std::fs::read_link(entry.path().join("exe"))
+                .ok()?
+                .file_name()?
+                .to_string_lossy()
+                .into_owned();
+            cwd.starts_with(&dir).then_some((pid, program))
+        })
+        .collect()
+}
+
+/// Kills what is left working in `dir` once its run is over (a provider
+/// plugin that outlived its Terraform), before the directory goes.
+fn kill_leftovers_in(dir: &Path) {
+    for (pid, program) in processes_in(dir) {
+        tracing::info!(
+            pid,
+            program,
+            "killing a leftover of a previous launcher's run"
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 async fn finish_left_behind(
@@ -173,6 +240,23 @@ async fn finish_left_behind(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_working_in_a_workspace_is_found_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("source");
+        std::fs::create_dir_all(&inside).unwrap();
+        assert_eq!(process_in(dir.path()), None);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&inside)
+            .spawn()
+            .unwrap();
+        assert_eq!(process_in(dir.path()), Some(child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(process_in(dir.path()), None);
+    }
 
     #[test]
     fn finds_an_errored_state_in_a_nested_root_module_but_not_in_providers() {
