@@ -83,3 +83,55 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+/// The longest rejection text carried over into a JSON error's message.
+const MAX_REJECTION_TEXT: usize = 1024;
+
+/// The last line of the JSON error contract: an error response that is not
+/// JSON (a rejection from axum or tower that no extractor of ours wrapped,
+/// e.g. a body over the route's limit read as raw bytes) is rewritten into
+/// the JSON error body, keeping its status and headers such as `Allow`.
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || crate::extract::is_json(response.headers())
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let code = ErrorCode::for_status(status.as_u16());
+    let message = match (code, text.is_empty()) {
+        (ErrorCode::Internal, _) => {
+            tracing::error!(status = status.as_u16(), error = %text, "error response from outside the handlers");
+            "internal error; see the server log".to_string()
+        }
+        (_, false) => text,
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+    };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.as_str().to_string(),
+            message,
+            field: None,
+            details: None,
+        },
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(json))
+}

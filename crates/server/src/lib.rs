@@ -14,6 +14,7 @@ mod auth;
 mod config;
 mod convert;
 mod error;
+mod extract;
 mod limiter;
 pub mod openapi;
 pub mod protocol;
