@@ -29,8 +29,8 @@ from conftest import ADMIN_TOKEN, VENV_BIN, require
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 SEED = 20261201
 # Examples per operation; the coverage phase adds its own boundary and negative cases.
-USER_EXAMPLES = int(os.environ.get("GANTRY_SCHEMATHESIS_EXAMPLES", "25"))
-WORKER_EXAMPLES = 10
+USER_EXAMPLES = int(os.environ.get("GANTRY_SCHEMATHESIS_EXAMPLES", "50"))
+WORKER_EXAMPLES = 20
 TIMEOUT = 600
 
 
@@ -59,14 +59,22 @@ values = {toml_list(runs)}
 [dictionaries.states]
 values = {toml_list(["QUEUED", "READY", "FINISHED"])}
 
-[[operations]]
-include-method = "GET"
-parameters = {{ "path.pool" = {half("pools")}, "query.pool" = {half("pools")}, "path.stack" = {half("stacks")}, "query.state" = {half("states")} }}
+[dictionaries.short_waits]
+values = [0, 1]
 
-# Not /runs/{{run}}/logs: a real run with no log would hold each call for its `wait`.
 [[operations]]
 include-name = "GET /runs/{{run}}"
 parameters = {{ "path.run" = {half("runs")} }}
+
+# A tail of a real run with no new log holds the call for `wait` seconds (up to 30).
+[[operations]]
+include-name = "GET /runs/{{run}}/logs"
+parameters = {{ "path.run" = {half("runs")}, "query.wait" = {{ dictionary = "short_waits", probability = 1.0 }} }}
+
+# The first [[operations]] an operation matches applies: this one last.
+[[operations]]
+include-method = "GET"
+parameters = {{ "path.pool" = {half("pools")}, "query.pool" = {half("pools")}, "path.stack" = {half("stacks")}, "query.state" = {half("states")} }}
 """)
     return path
 
