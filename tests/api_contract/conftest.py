@@ -3,9 +3,11 @@ token from GANTRY_ADMIN_TOKEN, and a little data seeded through the API (a pool,
 so that list and show operations answer real objects.
 """
 
+import base64
 import json
 import os
 import pathlib
+import secrets
 import socket
 import subprocess
 import time
@@ -93,6 +95,32 @@ def bare_server(gantry_bin, tmp_path):
         yield server
     finally:
         server.stop()
+
+
+def register_worker(server: Server, gantry: pathlib.Path, work: pathlib.Path, pool_name: str) -> str:
+    """A pool of its own and a worker registered in it, as a launcher would: the pool token's
+    credential and an RSA signature over a fresh nonce. Returns the worker's session token."""
+    try:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+    except ImportError:
+        require(False, "the cryptography package (requirements-test.txt)")
+    keys = work / pool_name
+    keys.mkdir()
+    subprocess.run([str(gantry), "pool", "keygen", "--out-dir", str(keys), "--name", pool_name],
+                   check=True, capture_output=True, timeout=120)
+    pool = server.api("POST", "/pools", {"name": pool_name, "csr": (keys / "pool.csr").read_text()})
+    token = json.loads(base64.b64decode(pool["token"]))
+    key = serialization.load_pem_private_key((keys / "pool.key").read_bytes(), password=None)
+    timestamp, nonce = int(time.time() * 1000), secrets.token_hex(16)
+    message = f"gantry-register-v1\n{token['pool_id']}\n{timestamp}\n{nonce}\n".encode()
+    signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    version = server.api("GET", "/version")["version"]
+    registered = server.api("POST", "/worker/register", {
+        "pool_id": token["pool_id"], "credential": token["credential"], "version": version,
+        "hostname": "api-contract", "max_concurrent_runs": 1, "timestamp_ms": timestamp,
+        "nonce": nonce, "signature": base64.b64encode(signature).decode()})
+    return registered["session_token"]
 
 
 @pytest.fixture(scope="session")

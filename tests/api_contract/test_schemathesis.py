@@ -5,9 +5,9 @@ Checks: not_a_server_error, status_code_conformance, content_type_conformance an
 response_schema_conformance, in schemathesis' coverage, fuzzing and stateful phases, positive
 and negative data. Every user operation is tested with the admin token, their path and query
 parameters drawn half the time from the seeded pool, stack and runs (so real objects are
-validated against their schemas) and otherwise generated. The worker protocol is tested without
-a worker session: its errors (401, 400, 429 once the failed-authentication limit trips) must be
-the documented JSON body too.
+validated against their schemas) and otherwise generated. The worker protocol is tested twice:
+with a real worker session in a pool of its own, and without one (its errors, 401 and 429 once
+the failed-authentication limit trips, must be the documented JSON body too).
 
 Bounded and repeatable: a fixed seed, one worker, a cap on examples per operation, no example
 database. Each run's summary is printed; its reports are kept in the test's tmp dir.
@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ADMIN_TOKEN, VENV_BIN, require
+from conftest import ADMIN_TOKEN, VENV_BIN, register_worker, require
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 SEED = 20261201
@@ -43,7 +43,19 @@ def config_file(server, path: pathlib.Path) -> pathlib.Path:
     with probability 0.5: the other half of the cases still get generated values."""
     seed = server.seed
     if seed is None:
-        path.write_text("")
+        # A poll with nothing to hand out holds the call for `wait_ms` (up to 25 s): positive
+        # cases only, with short waits (the coverage phase's boundaries would ignore them). The
+        # poll's malformed bodies go through the same extractor as every other call's.
+        path.write_text("""
+[dictionaries.short_waits]
+values = [0, 100]
+
+[[operations]]
+include-name = "POST /worker/poll"
+parameters = { "body.wait_ms" = { dictionary = "short_waits", probability = 1.0 } }
+generation = { mode = "positive" }
+phases = { coverage = { enabled = false } }
+""")
         return path
     runs = [run["id"] for run in seed["runs"]]
     pools = [seed["pool"]["name"], seed["pool"]["id"]]
@@ -66,10 +78,14 @@ values = [0, 1]
 include-name = "GET /runs/{{run}}"
 parameters = {{ "path.run" = {half("runs")} }}
 
-# A tail of a real run with no new log holds the call for `wait` seconds (up to 30).
+# A tail of a real run with no new log holds the call for `wait` seconds (up to 30): positive
+# cases only, with short waits (negative cases and the coverage phase's boundaries would not
+# keep them short). Its bad query values are in test_rejections_are_the_json_error_body.
 [[operations]]
 include-name = "GET /runs/{{run}}/logs"
 parameters = {{ "path.run" = {half("runs")}, "query.wait" = {{ dictionary = "short_waits", probability = 1.0 }} }}
+generation = {{ mode = "positive" }}
+phases = {{ coverage = {{ enabled = false }} }}
 
 # The first [[operations]] an operation matches applies: this one last.
 [[operations]]
@@ -79,7 +95,8 @@ parameters = {{ "path.pool" = {half("pools")}, "query.pool" = {half("pools")}, "
     return path
 
 
-def schemathesis(server, tmp_path: pathlib.Path, name: str, examples: int, *selection: str):
+def schemathesis(server, tmp_path: pathlib.Path, name: str, examples: int, *selection: str,
+                 token: str = ADMIN_TOKEN):
     binary = VENV_BIN / "schemathesis"
     require(binary.exists(), "schemathesis (requirements-test.txt)")
     reports = tmp_path / name
@@ -87,7 +104,7 @@ def schemathesis(server, tmp_path: pathlib.Path, name: str, examples: int, *sele
         str(binary), "--config-file", str(config_file(server, tmp_path / f"{name}.toml")),
         "run", f"{server.url}/api/v1/openapi.json",
         "--checks", CHECKS,
-        "--header", f"Authorization: Bearer {ADMIN_TOKEN}",
+        "--header", f"Authorization: Bearer {token}",
         "--max-examples", str(examples),
         "--seed", str(SEED),
         "--workers", "1",
@@ -112,6 +129,8 @@ def schemathesis(server, tmp_path: pathlib.Path, name: str, examples: int, *sele
     (("POST", "/api/v1/pools", b"{", "application/json"), 400, "invalid_input"),
     (("POST", "/api/v1/pools", b"{}", "text/plain"), 415, "unsupported_media_type"),
     (("DELETE", "/api/v1/pools/contract?force=null", None, None), 400, "invalid_input"),
+    (("GET", "/api/v1/runs/r/logs?wait=soon", None, None), 400, "invalid_input"),
+    (("GET", "/api/v1/runs/r/logs?wait=-1&from=x", None, None), 400, "invalid_input"),
     (("GET", "/api/v1/no-such-route", None, None), 404, "not_found"),
     (("PUT", "/api/v1/runs", None, None), 405, "method_not_allowed"),
     (("POST", "/api/v1/worker/poll", b"{}", "application/json"), 401, "unauthorized"),
@@ -143,8 +162,22 @@ def test_the_user_api_keeps_its_contract(seeded_server, tmp_path):
     assert tested == user_operations, f"{tested} of {user_operations} user operations tested:\n{output}"
 
 
+def test_the_worker_protocol_keeps_its_contract(bare_server, gantry_bin, tmp_path):
+    """With a real worker session, in a pool with no runs: every run a call names is another
+    pool's or none, so the calls about runs answer lease_lost (409) or not found, never touching
+    a run. Register and deregister (which ends the session) are in the unauthenticated run."""
+    session = register_worker(bare_server, gantry_bin, tmp_path, "contract-idle")
+    worker_operations = operations(bare_server, worker=True)
+    output, tested = schemathesis(bare_server, tmp_path, "worker-session", WORKER_EXAMPLES,
+                                  "--include-tag", "worker protocol",
+                                  "--exclude-path", "/worker/register",
+                                  "--exclude-path", "/worker/deregister", token=session)
+    assert tested == worker_operations - 2, f"{tested} of {worker_operations - 2} tested:\n{output}"
+
+
 def test_the_worker_protocol_answers_its_errors_in_json(bare_server, tmp_path):
-    """On a server of its own: its 401s trip the failed-authentication limit (then 429s)."""
+    """Every worker call without a worker session (the admin token is none): on a server of its
+    own, as its 401s trip the failed-authentication limit (then 429s)."""
     worker_operations = operations(bare_server, worker=True)
     output, tested = schemathesis(bare_server, tmp_path, "worker", WORKER_EXAMPLES,
                                   "--include-tag", "worker protocol")
