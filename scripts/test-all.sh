@@ -20,5 +20,8 @@ if [ -d tests/deploy ]; then
     .venv/bin/pytest -q tests/deploy
 fi
 
+echo "==> pytest tests/api_contract (schemathesis over the OpenAPI document, live server)"
+.venv/bin/pytest -q tests/api_contract
+
 echo "==> fuzz: replay fuzz/regressions, then every target for ${GANTRY_FUZZ_SECONDS:-30}s"
 ./scripts/fuzz.sh

@@ -15,6 +15,7 @@ pub mod client_addr;
 mod config;
 mod convert;
 mod error;
+mod extract;
 mod limiter;
 pub mod openapi;
 pub mod protocol;

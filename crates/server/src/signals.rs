@@ -4,8 +4,10 @@
 //! new instruction; a log tail sleeps until its run has a new chunk. These
 //! signals only make waits end early: every waiter re-reads the store after
 //! waking, and every wait also ends on a timeout, so a lost signal costs
-//! latency, never correctness. (With several replicas on PostgreSQL, the
-//! store's LISTEN/NOTIFY feeds the same signals.)
+//! latency, never correctness. They are in-process: they work because one
+//! control plane process owns the (SQLite) store. A store shared by several
+//! replicas would have to feed them from the database (e.g. PostgreSQL's
+//! LISTEN/NOTIFY); no such store exists yet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

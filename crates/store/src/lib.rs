@@ -2,9 +2,11 @@
 //!
 //! The control plane talks to its database only through the [`Store`] trait.
 //! The trait speaks the domain (claim a run, renew leases, put a log chunk),
-//! never SQL, so that each implementation can make those operations atomic
-//! its own way: SQLite with a single writer connection, PostgreSQL with row
-//! locks (`FOR UPDATE SKIP LOCKED`) so several replicas share one database.
+//! never SQL. The one implementation today is SQLite ([`sqlite`]), which
+//! makes those operations atomic with a single writer connection. The trait
+//! is shaped so that another engine could be added and make them atomic its
+//! own way (PostgreSQL, say, with row locks so several replicas share one
+//! database); none exists yet.
 //!
 //! Invariants every implementation keeps:
 //! - a READY run is claimed by at most one worker, and gets a fresh lease ID;

@@ -39,6 +39,12 @@ pub enum ErrorCode {
     /// Log chunks are missing; the body lists them.
     LogsIncomplete,
     RateLimited,
+    /// The method is not one the route answers; the `Allow` header lists those.
+    MethodNotAllowed,
+    /// The body is larger than the route accepts.
+    PayloadTooLarge,
+    /// The body's `Content-Type` is not the one the route takes (JSON).
+    UnsupportedMediaType,
     Internal,
 }
 
@@ -54,6 +60,9 @@ impl ErrorCode {
             ErrorCode::VersionRefused => "version_refused",
             ErrorCode::LogsIncomplete => "logs_incomplete",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Internal => "internal",
         }
     }
@@ -64,10 +73,31 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Conflict | ErrorCode::LeaseLost | ErrorCode::LogsIncomplete => 409,
             ErrorCode::VersionRefused => 426,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The code an error answered with `status` carries when nothing more
+    /// specific is known (a rejection from outside our handlers).
+    pub const fn for_status(status: u16) -> ErrorCode {
+        match status {
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            405 => ErrorCode::MethodNotAllowed,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::PayloadTooLarge,
+            415 => ErrorCode::UnsupportedMediaType,
+            426 => ErrorCode::VersionRefused,
+            429 => ErrorCode::RateLimited,
+            400..=499 => ErrorCode::InvalidInput,
+            _ => ErrorCode::Internal,
         }
     }
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The run state machine (see PRODUCT.md, "The run model").
+/// The run state machine (see ARCHITECTURE.md: "Bird's-eye view" for a
+/// run's life, "Stacks and Terraform runs" for plan and confirm, and
+/// "Invariants").
 ///
 /// QUEUED → READY → PREPARING → INITIALIZING → PLANNING → UNCONFIRMED →
 /// CONFIRMED → APPLYING → FINISHED, or an end in FAILED, STOPPED, DISCARDED

@@ -1,13 +1,14 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
 use crate::state::AppState;
 
 /// At most this much log per response; clients come back for more.

@@ -2,11 +2,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use gantry_wire::error::ErrorCode;
 use gantry_wire::pool::ServerInfo;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, description = "The server is up")))]
@@ -79,6 +79,15 @@ pub async fn not_found() -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
         "no such API route; see /api/v1/openapi.json",
+    )
+}
+
+/// A route that exists, called with a method it does not answer; axum adds
+/// the `Allow` header.
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("this route does not answer {method}; the Allow header lists the methods it does, and /api/v1/openapi.json describes them"),
     )
 }
 

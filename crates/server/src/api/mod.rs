@@ -106,13 +106,18 @@ pub fn router(state: AppState) -> Router {
                 .put(protocol::upload_workspace)
                 .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
         )
-        .fallback(meta::not_found);
+        .fallback(meta::not_found)
+        // After every route: it applies to the routes already added.
+        .method_not_allowed_fallback(meta::method_not_allowed);
     Router::new()
         .nest(gantry_wire::API_PREFIX, api)
+        .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::limiter::limit_failed_auth,
         ))
+        // Outermost: whatever answers an error, the client gets the JSON body.
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
         .with_state(state)
 }

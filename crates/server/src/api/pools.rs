@@ -1,6 +1,5 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use gantry_pki::PoolPublicKey;
 use gantry_store::{NewPool, PoolKey, PoolRecord};
 use gantry_wire::error::ErrorCode;
@@ -11,6 +10,7 @@ use serde::Deserialize;
 use crate::auth::{hash_secret, new_secret, User};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
 use crate::state::{now_ms, AppState};
 
 /// Pool names go into URLs, file names and Kubernetes labels.

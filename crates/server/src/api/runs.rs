@@ -1,6 +1,5 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use gantry_store::{NewRun, RunFilter};
 use gantry_wire::run::{Run, RunState, RunType, SubmitRun};
 use serde::Deserialize;
@@ -8,6 +7,7 @@ use serde::Deserialize;
 use crate::auth::User;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
 use crate::state::{now_ms, AppState};
 
 pub(crate) fn valid_env_name(name: &str) -> bool {
@@ -85,7 +85,7 @@ pub struct ListQuery {
     params(("pool" = Option<String>, Query, description = "Pool name or ID"),
            ("state" = Option<String>, Query, description = "Only runs in this state"),
            ("limit" = Option<u32>, Query, description = "At most this many, newest first (default 100)")),
-    responses((status = 200, body = Vec<Run>)))]
+    responses((status = 200, body = Vec<Run>), (status = 404, description = "No such pool", body = gantry_wire::error::ErrorBody)))]
 pub async fn list_runs(
     _user: User,
     State(state): State<AppState>,

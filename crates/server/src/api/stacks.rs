@@ -4,9 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use base64::Engine;
 use gantry_pki::PoolPublicKey;
 use gantry_store::{PoolRecord, StackRecord};
@@ -19,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::User;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
 use crate::state::{now_ms, AppState};
 
 /// An uploaded directory may be at most this big (compressed).
@@ -147,6 +147,7 @@ pub(crate) async fn find_stack(state: &AppState, stack: &str) -> ApiResult<Stack
 
 #[utoipa::path(post, path = "/stacks", tag = "stacks", request_body = CreateStack,
     responses((status = 201, body = Stack), (status = 400, body = gantry_wire::error::ErrorBody),
+              (status = 404, description = "No such pool", body = gantry_wire::error::ErrorBody),
               (status = 409, body = gantry_wire::error::ErrorBody)))]
 pub async fn create_stack(
     _user: User,

@@ -10,10 +10,9 @@
 //! up; every refusal is a 403 that counts towards the failed-auth limit.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine;
 use gantry_store::{LockResult, NewStateVersion, StackRecord, StateVersionRecord};
 use gantry_wire::error::ErrorCode;
@@ -24,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{hash_secret, User};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
 use crate::state::{now_ms, AppState};
 
 /// Who is touching the state.

@@ -1,12 +1,12 @@
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use gantry_store::ApiTokenRecord;
 use gantry_wire::pool::{ApiToken, ApiTokenCreated, CreateApiToken};
 
 use crate::auth::{hash_secret, new_secret, User};
 use crate::convert::timestamp;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
 use crate::state::{now_ms, AppState};
 
 fn token(record: &ApiTokenRecord) -> ApiToken {

@@ -1,11 +1,11 @@
-use axum::extract::{Path, Query, State};
-use axum::Json;
+use axum::extract::State;
 use gantry_wire::pool::Worker;
 use serde::Deserialize;
 
 use crate::auth::User;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
 use crate::state::{now_ms, AppState};
 
 #[derive(Debug, Deserialize)]
@@ -23,7 +23,7 @@ fn lease_ms(state: &AppState) -> i64 {
 #[utoipa::path(get, path = "/workers", tag = "workers",
     params(("pool" = Option<String>, Query, description = "Pool name or ID"),
            ("all" = Option<bool>, Query, description = "Include workers that exited")),
-    responses((status = 200, body = Vec<Worker>)))]
+    responses((status = 200, body = Vec<Worker>), (status = 404, description = "No such pool", body = gantry_wire::error::ErrorBody)))]
 pub async fn list_workers(
     _user: User,
     State(state): State<AppState>,

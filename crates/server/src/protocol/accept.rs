@@ -1,7 +1,6 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::Json;
 use gantry_store::{HeldLeaseRef, NewSession, RunEnd, RunRecord, SessionRecord};
 use gantry_wire::run::RunState;
 use gantry_wire::worker::{
@@ -11,6 +10,7 @@ use gantry_wire::worker::{
 
 use crate::auth::{hash_secret, new_secret, WorkerSession};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
 use crate::state::{now_ms, AppState};
 
 async fn instructions_for(state: &AppState, session: &SessionRecord) -> ApiResult<Instructions> {

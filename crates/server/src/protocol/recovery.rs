@@ -5,7 +5,7 @@
 //! its session and the run's lease, so the state is never lost.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use gantry_wire::stack::StateVersion;
@@ -13,6 +13,7 @@ use gantry_wire::stack::StateVersion;
 use super::run::held_run;
 use crate::auth::WorkerSession;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::state::{now_ms, AppState};
 
 #[utoipa::path(put, path = "/worker/runs/{run}/terraform-state", tag = "worker protocol",

@@ -2,7 +2,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::Json;
 use base64::Engine;
 use gantry_pki::PoolPublicKey;
 use gantry_store::{NewSession, NewWorker};
@@ -11,6 +10,7 @@ use gantry_wire::worker::{registration_message, RegisterRequest, RegisterRespons
 
 use crate::auth::{hash_secret, hashes_equal, new_secret, WorkerSession};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
 use crate::state::{now_ms, AppState};
 
 /// How far a launcher's clock may be from ours.

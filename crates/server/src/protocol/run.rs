@@ -1,7 +1,6 @@
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use gantry_store::{ChunkWrite, RunEnd, RunRecord};
 use gantry_wire::error::ErrorCode;
 use gantry_wire::run::{RunState, RunType};
@@ -9,6 +8,7 @@ use gantry_wire::worker::{FinishRun, Outcome, ReportState};
 
 use crate::auth::WorkerSession;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
 use crate::state::{now_ms, AppState};
 
 /// A worker may only touch runs it holds: another worker's run, or another

@@ -3,10 +3,9 @@
 //! and the sealed workspace kept between plan and apply.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use gantry_store::{PlanReport, RunRecord};
 use gantry_wire::error::ErrorCode;
 use gantry_wire::run::{RunState, RunType};
@@ -14,6 +13,7 @@ use gantry_wire::stack::{JobPhase, ReportPlan, StackJob, Tool};
 
 use crate::auth::{hash_secret, new_secret, WorkerSession};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
 use crate::state::{now_ms, AppState};
 
 /// The stack part of a fresh lease: source, tool, hooks, and a new
@@ -114,7 +114,8 @@ pub async fn report_plan(
 /// The stack's uploaded directory (`.tar.gz`), for the worker holding the run.
 #[utoipa::path(get, path = "/worker/runs/{run}/source", tag = "worker protocol",
     params(("run" = String, Path), ("gantry-lease" = String, Header, description = "The run's lease ID")),
-    responses((status = 200, content_type = "application/gzip", description = "The archive")))]
+    responses((status = 200, content_type = "application/gzip", description = "The archive"),
+              (status = 409, description = "Lease lost", body = gantry_wire::error::ErrorBody)))]
 pub async fn download_source(
     State(state): State<AppState>,
     session: WorkerSession,
@@ -166,7 +167,8 @@ pub async fn upload_workspace(
 
 #[utoipa::path(get, path = "/worker/runs/{run}/workspace", tag = "worker protocol",
     params(("run" = String, Path), ("gantry-lease" = String, Header, description = "The run's lease ID")),
-    responses((status = 200, content_type = "application/octet-stream", description = "The sealed workspace")))]
+    responses((status = 200, content_type = "application/octet-stream", description = "The sealed workspace"),
+              (status = 409, description = "Lease lost", body = gantry_wire::error::ErrorBody)))]
 pub async fn download_workspace(
     State(state): State<AppState>,
     session: WorkerSession,
