@@ -125,9 +125,10 @@ fn two_hundred_runs_on_8_launchers_through_3_control_plane_restarts_end_once_wit
         .collect();
 
     // Kill the control plane while runs are in flight, three times, a few
-    // seconds down each time.
+    // seconds down each time; 3, 3.5 and 4 s apart, to hit the runs (which
+    // move in waves) at different points: mid-run, finishing, being claimed.
     for restart in 1..=RESTARTS {
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(2500 + 500 * restart as u64));
         let done = runs_of(&http, &server, "load")
             .values()
             .filter(|run| is_ended(run))
