@@ -341,12 +341,12 @@ impl StackStore for SqliteStore {
         now: i64,
     ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(&format!(
+        let updated = sqlx::query(
             "UPDATE runs SET state = 'UNCONFIRMED', lease_expires_at = NULL,
                 log_base = log_base + ?, updated_at = ?, stop_requested = 0
              WHERE id = ? AND lease_id = ? AND state = 'PLANNING' AND run_type IN ('tracked', 'destroy')
-               AND EXISTS (SELECT 1 FROM run_workspaces w WHERE w.run_id = runs.id)"
-        ))
+               AND EXISTS (SELECT 1 FROM run_workspaces w WHERE w.run_id = runs.id)",
+        )
         .bind(i64::try_from(log_chunks).map_err(|_| {
             StoreError::Conflict(format!("{log_chunks} log chunks is out of range"))
         })?)
