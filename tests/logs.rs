@@ -138,7 +138,10 @@ fn an_ended_runs_log_with_a_gap_is_reported_incomplete_not_complete() {
         .unwrap()
         .json()
         .unwrap();
-    let lease = polled["leases"][0]["lease_id"].as_str().unwrap().to_string();
+    let lease = polled["leases"][0]["lease_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (seq, text) in [(0, "first\n"), (2, "third\n")] {
         let response = http
             .put(format!("{}/api/v1/worker/runs/{id}/logs/{seq}", server.url))

@@ -291,7 +291,6 @@ impl Uploader {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -573,7 +573,10 @@ impl Phases<'_> {
             Err(error) => {
                 // The workspace, with the file, is kept (see run::execute).
                 tracing::error!(run_id = %run_id, %error, path = %path.display(), "the control plane refused the state Terraform could not save");
-                self.sink.line(&format!("the control plane refused the state: {error}; it stays in {} on this worker", path.display()));
+                self.sink.line(&format!(
+                    "the control plane refused the state: {error}; it stays in {} on this worker",
+                    path.display()
+                ));
                 Err(Halt::Abandoned)
             }
         }
@@ -634,10 +637,8 @@ impl Phases<'_> {
             if !self.output_since(log_start).contains("Apply complete!") {
                 return Err(match halt {
                     Halt::End(mut ending) => {
-                        ending.reason = Some(format!(
-                            "{}; {saved}",
-                            ending.reason.unwrap_or_default()
-                        ));
+                        ending.reason =
+                            Some(format!("{}; {saved}", ending.reason.unwrap_or_default()));
                         Halt::End(ending)
                     }
                     other => other,

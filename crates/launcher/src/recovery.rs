@@ -46,13 +46,15 @@ pub async fn upload(
     lease_id: &str,
     path: &Path,
 ) -> Result<u64, CallError> {
-    let data = std::fs::read(path).map_err(|e| {
-        CallError::Unreachable(format!("cannot read {}: {e}", path.display()))
-    })?;
+    let data = std::fs::read(path)
+        .map_err(|e| CallError::Unreachable(format!("cannot read {}: {e}", path.display())))?;
     let mut delay = Duration::from_millis(200);
     let mut retries = RetryLog::new("uploading the state Terraform could not save");
     loop {
-        match client.put_recovered_state(run_id, lease_id, data.clone()).await {
+        match client
+            .put_recovered_state(run_id, lease_id, data.clone())
+            .await
+        {
             Ok(version) => {
                 let _ = std::fs::remove_file(path);
                 return Ok(version.version as u64);
@@ -78,7 +80,11 @@ mod tests {
         let hidden = dir.path().join("source/.terraform/x");
         std::fs::create_dir_all(&hidden).unwrap();
         std::fs::write(hidden.join(ERRORED_STATE), "{}").unwrap();
-        assert_eq!(unsaved_state(dir.path()), None, ".terraform is not a root module");
+        assert_eq!(
+            unsaved_state(dir.path()),
+            None,
+            ".terraform is not a root module"
+        );
         let root = dir.path().join("source/envs/prod");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join(ERRORED_STATE), "{}").unwrap();

@@ -98,15 +98,14 @@ impl PauseDetector {
     fn check(&mut self) -> Option<Duration> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let elapsed = now.duration_since(self.last);
-        let wall_elapsed = wall
-            .duration_since(self.last_wall)
-            .unwrap_or(Duration::MAX); // the wall clock went back
+        let wall_elapsed = wall.duration_since(self.last_wall).unwrap_or(Duration::MAX); // the wall clock went back
         self.last = now;
         self.last_wall = wall;
         // A tick may run late under load; a pause is late by far more.
         let tolerance = (self.period * 5).max(Duration::from_secs(2));
         let drift = wall_elapsed.abs_diff(elapsed);
-        (elapsed > self.period + tolerance || drift > tolerance).then_some(elapsed.max(wall_elapsed))
+        (elapsed > self.period + tolerance || drift > tolerance)
+            .then_some(elapsed.max(wall_elapsed))
     }
 }
 

@@ -118,8 +118,8 @@ fn state(serial: i64, lineage: &str, body: &str) -> NewStateVersion {
 }
 
 #[tokio::test]
-async fn an_apply_whose_lease_runs_out_is_lost_keeps_its_stack_and_resumes_when_its_worker_returns(
-) {
+async fn an_apply_whose_lease_runs_out_is_lost_keeps_its_stack_and_resumes_when_its_worker_returns()
+{
     let f = fixture().await;
     let run = f.applying("w1", 10).await;
     let lease = run.lease_id.clone().unwrap();
@@ -446,10 +446,7 @@ async fn an_operator_gives_up_on_a_lost_run_which_frees_the_stack() {
     assert!(f.store.state_lock(&f.stack.id).await.unwrap().is_none());
     assert_eq!(f.state_of(&next.id).await, RunState::Ready);
     assert!(matches!(
-        f.store
-            .unlock_state(&f.stack.id, "", true)
-            .await
-            .unwrap(),
+        f.store.unlock_state(&f.stack.id, "", true).await.unwrap(),
         LockResult::NotLocked
     ));
     // The worker coming back now is told to abandon it.

@@ -297,11 +297,10 @@ async fn follow_logs(api: &Api, id: &str, follow: bool) -> Result<(), Failure> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(from);
         let complete = header(gantry_wire::LOG_COMPLETE_HEADER).as_deref() == Some("true");
-        let gap = header(gantry_wire::LOG_GAP_HEADER)
-            .and_then(|g| {
-                let (a, b) = g.split_once('-')?;
-                Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
-            });
+        let gap = header(gantry_wire::LOG_GAP_HEADER).and_then(|g| {
+            let (a, b) = g.split_once('-')?;
+            Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+        });
         let body = response
             .bytes()
             .await

@@ -68,7 +68,11 @@ pub async fn read_logs(
         } else {
             (false, None)
         };
-        if !chunks.is_empty() || complete || gap.is_some() || tokio::time::Instant::now() >= deadline {
+        if !chunks.is_empty()
+            || complete
+            || gap.is_some()
+            || tokio::time::Instant::now() >= deadline
+        {
             let mut body = Vec::with_capacity(chunks.iter().map(|c| c.data.len()).sum());
             for chunk in chunks {
                 body.extend_from_slice(&chunk.data);

@@ -130,9 +130,14 @@ async fn give_up_lost_run(state: &AppState, stack: &StackRecord, end_it: bool) -
             ),
         ));
     }
-    let reason = "an operator gave up on the LOST run and force-unlocked its stack; what its apply changed \
+    let reason =
+        "an operator gave up on the LOST run and force-unlocked its stack; what its apply changed \
                   after the last saved state is unknown: check the resources against the state";
-    if let Some(run) = state.store.give_up_lost_run(&stack.id, reason, now_ms()).await? {
+    if let Some(run) = state
+        .store
+        .give_up_lost_run(&stack.id, reason, now_ms())
+        .await?
+    {
         tracing::warn!(run_id = %run.id, stack = %stack.name, "LOST run given up by an operator");
         state.signals.run_ended(&run.id);
         state.signals.run_ready(&run.pool_id);

@@ -50,7 +50,11 @@ async fn fail_unsent_lease(state: &AppState, run: &RunRecord, error: &ApiError) 
         reason: Some(reason),
     };
     let lease_id = run.lease_id.as_deref().unwrap_or_default();
-    match state.store.finish_run(&run.id, lease_id, &end, now_ms()).await {
+    match state
+        .store
+        .finish_run(&run.id, lease_id, &end, now_ms())
+        .await
+    {
         Ok(_) => {
             state.signals.run_ended(&run.id);
             if run.stack_id.is_some() {
@@ -113,8 +117,7 @@ pub async fn poll(
                 for run in claimed {
                     tracing::info!(run_id = %run.id, worker_id = %record.worker_id, "run leased");
                     state.signals.run_changed(&run.id);
-                    let (stack, env) = match super::stack::stack_job(&state, &headers, &run).await
-                    {
+                    let (stack, env) = match super::stack::stack_job(&state, &headers, &run).await {
                         Ok(Some((job, env))) => (Some(job), env),
                         Ok(None) => (None, run.env),
                         Err(error) => {

@@ -41,7 +41,11 @@ pub async fn put_recovered_state(
         .store
         .put_recovered_state(&run_id, lease_id, &version, now_ms())
         .await?;
-    tracing::warn!(run_id, version = saved.version, serial = saved.serial,
-        "stored the state an apply could not save itself");
+    tracing::warn!(
+        run_id,
+        version = saved.version,
+        serial = saved.serial,
+        "stored the state an apply could not save itself"
+    );
     Ok(Json(crate::api::state_version(&saved)))
 }

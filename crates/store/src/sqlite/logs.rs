@@ -33,13 +33,12 @@ impl LogStore for SqliteStore {
         // The lease that made the log may complete it even after the run
         // ended (a launcher restarted on its work directory uploads what it
         // spooled before it died); chunks are still written once.
-        let held: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE id = ? AND lease_id = ?"
-        )
-        .bind(run_id)
-        .bind(lease_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let held: Option<String> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE id = ? AND lease_id = ?")
+                .bind(run_id)
+                .bind(lease_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if held.is_none() {
             return Err(StoreError::LeaseLost);
         }

@@ -357,7 +357,8 @@ impl StackStore for SqliteStore {
         .await?;
         if updated.rows_affected() == 0 {
             let current = run_by_id(&mut tx, run_id).await?;
-            if current.state == RunState::Unconfirmed && current.lease_id.as_deref() == Some(lease_id)
+            if current.state == RunState::Unconfirmed
+                && current.lease_id.as_deref() == Some(lease_id)
             {
                 return Ok(current); // a retried report whose first attempt landed
             }

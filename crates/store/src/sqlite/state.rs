@@ -1,8 +1,8 @@
 //! The Terraform state backend's storage: versions and the lock.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
 use gantry_pki::at_rest::SecretsKeyring;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::at_rest::STATE;
@@ -46,16 +46,16 @@ async fn insert_version(
     state: &NewStateVersion,
     now: i64,
 ) -> Result<StateVersionRecord> {
-        // The single writer makes this read-then-insert race-free; the version
-        // is needed up front because the ciphertext is bound to it.
-        let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?",
-        )
-        .bind(stack_id)
-        .fetch_one(&mut **tx)
-        .await?;
-        let context = STATE.context(&[stack_id, &version.to_string()]);
-        let row = sqlx::query(
+    // The single writer makes this read-then-insert race-free; the version
+    // is needed up front because the ciphertext is bound to it.
+    let version: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?",
+    )
+    .bind(stack_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let context = STATE.context(&[stack_id, &version.to_string()]);
+    let row = sqlx::query(
             "INSERT INTO state_versions (stack_id, version, serial, lineage, resources, sha256, data, run_id, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              RETURNING *",
@@ -212,7 +212,8 @@ impl StateStore for SqliteStore {
         if let Some(holder) = lock {
             if holder.as_deref() != Some(run_id) {
                 return Err(StoreError::Conflict(
-                    "the stack's state is locked by someone else; this run's state was not stored".into(),
+                    "the stack's state is locked by someone else; this run's state was not stored"
+                        .into(),
                 ));
             }
         }
