@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::{CallError, ControlPlane};
+use crate::client::{CallError, ControlPlane, RetryLog};
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::exit;
@@ -315,6 +315,7 @@ async fn poll_loop(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut delay = Duration::from_millis(100);
+    let mut retries = RetryLog::new("poll");
     loop {
         let free_slots = shared.free_slots(max);
         shared
@@ -339,6 +340,7 @@ async fn poll_loop(
         match result {
             Ok(response) => {
                 delay = Duration::from_millis(100);
+                retries.succeeded();
                 if !response.leases.is_empty() {
                     shared
                         .running
@@ -357,7 +359,7 @@ async fn poll_loop(
             }
             Err(error) => {
                 shared.poll_with_slots.store(false, Ordering::Release);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "poll failed");
+                retries.failed_call(&error);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -374,6 +376,7 @@ async fn heartbeat_loop(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retries = RetryLog::new("heartbeat");
     loop {
         ticker.tick().await;
         let request = HeartbeatRequest {
@@ -383,6 +386,7 @@ async fn heartbeat_loop(
         let generation = client.session_generation();
         match client.heartbeat(&request).await {
             Ok(response) => {
+                retries.succeeded();
                 if let Some(token) = response.session_token {
                     client.set_session(token);
                 }
@@ -398,7 +402,7 @@ async fn heartbeat_loop(
                 // Renew the leases under the new session at once.
                 ticker.reset_immediately();
             }
-            Err(error) => tracing::warn!(%error, "heartbeat failed; retrying at the next interval"),
+            Err(error) => retries.failed_call(&error),
         }
     }
 }

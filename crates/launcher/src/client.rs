@@ -322,24 +322,58 @@ impl RetryLog {
     }
 
     pub fn failed(&mut self, run_id: &str, error: &CallError) {
+        self.log(Some(run_id), error);
+    }
+
+    /// A failure of a call about no run in particular (poll, heartbeat).
+    pub fn failed_call(&mut self, error: &CallError) {
+        self.log(None, error);
+    }
+
+    /// The call works again: the next failure is a first failure.
+    pub fn succeeded(&mut self) {
+        if let Some(first) = self.first.take() {
+            tracing::info!(
+                tries = self.tries,
+                failed_for_s = first.elapsed().as_secs(),
+                "{} works again",
+                self.what
+            );
+        }
+        self.last_said = None;
+        self.tries = 0;
+    }
+
+    fn log(&mut self, run_id: Option<&str>, error: &CallError) {
         let now = tokio::time::Instant::now();
         self.tries += 1;
         let first = *self.first.get_or_insert(now);
         let due = self
             .last_said
             .is_none_or(|said| now.duration_since(said) >= Self::REMIND_EVERY);
-        if due {
-            self.last_said = Some(now);
-            tracing::warn!(
+        let failing_for_s = now.duration_since(first).as_secs();
+        match (due, run_id) {
+            (true, Some(run_id)) => tracing::warn!(
                 run_id,
                 %error,
                 tries = self.tries,
-                failing_for_s = now.duration_since(first).as_secs(),
+                failing_for_s,
                 "{} failed; retrying",
                 self.what
-            );
-        } else {
-            tracing::debug!(run_id, %error, "{} failed; retrying", self.what);
+            ),
+            (true, None) => tracing::warn!(
+                %error,
+                tries = self.tries,
+                failing_for_s,
+                "{} failed; retrying",
+                self.what
+            ),
+            (false, _) => {
+                tracing::debug!(run_id, %error, "{} failed; retrying", self.what)
+            }
+        }
+        if due {
+            self.last_said = Some(now);
         }
     }
 }
