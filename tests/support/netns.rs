@@ -80,15 +80,17 @@ impl Netns {
             .find(|b| !subnet_in_use(&format!("10.213.{}.{}/30", b / 64, (b % 64) * 4)))
             .ok_or("every /30 of 10.213.0.0/16 is in use")?;
         let (third, fourth) = (block / 64, (block % 64) * 4);
+        let name = format!("gantry-f{tag}");
+        // Fails if the name is taken: then nothing here is ours to remove.
+        ip(&["netns", "add", &name])?;
+        // From here on, Drop cleans up whatever was made.
         let netns = Netns {
-            name: format!("gantry-f{tag}"),
+            name,
             host_dev: format!("gf{tag}h"),
             ns_dev: format!("gf{tag}n"),
             host_ip: format!("10.213.{third}.{}", fourth + 1),
             ns_ip: format!("10.213.{third}.{}", fourth + 2),
         };
-        ip(&["netns", "add", &netns.name])?;
-        // From here on, Drop cleans up whatever was made.
         let (ns, host, inner) = (&netns.name, &netns.host_dev, &netns.ns_dev);
         ip(&[
             "link", "add", host, "type", "veth", "peer", "name", inner, "netns", ns,
