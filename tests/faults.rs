@@ -8,117 +8,16 @@
 //! Leases are 2 s, so an outage of a few seconds is several lease periods:
 //! slow scenarios are scaled by the lease, not by real minutes.
 
+mod faults_common;
 mod support;
 mod tf;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use faults_common::*;
 use nix::sys::signal::Signal;
-use support::*;
+use support::Launcher;
 use tf::*;
-
-const LEASE: &str = "2s";
-
-/// A root module whose apply marks its start and end in `$GANTRY_MARKER`,
-/// sleeping `TF_VAR_sleep` seconds between them.
-const SLOW_TF: &str = r#"
-variable "sleep" {
-  default = "8"
-}
-resource "null_resource" "slow" {
-  provisioner "local-exec" {
-    command = "echo start >> $GANTRY_MARKER; sleep ${var.sleep}; echo end >> $GANTRY_MARKER"
-  }
-}
-output "done" {
-  value = null_resource.slow.id
-}
-"#;
-
-struct Scenario {
-    dir: tempfile::TempDir,
-    server: Server,
-    pool: Pool,
-    launcher: Launcher,
-    env: Vec<(String, String)>,
-    marker: PathBuf,
-}
-
-impl Scenario {
-    /// A control plane, a launcher and a stack "web" on the slow module;
-    /// None (skip) without Terraform outside CI.
-    fn new(sleep_s: u32) -> Option<Scenario> {
-        let dir = tempfile::tempdir().unwrap();
-        let env = tools(dir.path())?;
-        let source = dir.path().join("infra");
-        std::fs::create_dir_all(&source).unwrap();
-        std::fs::write(source.join("main.tf"), SLOW_TF).unwrap();
-        let marker = dir.path().join("marker");
-        let server = Server::start_with(LEASE);
-        let pool = server.create_pool("tf");
-        let launcher = start_launcher(&pool, &env);
-        let marker_env = format!("GANTRY_MARKER={}", marker.display());
-        let sleep_env = format!("TF_VAR_sleep={sleep_s}");
-        create_stack(
-            &server,
-            "web",
-            "tf",
-            &source,
-            &["--env", &marker_env, "--env", &sleep_env],
-        );
-        Some(Scenario {
-            dir,
-            server,
-            pool,
-            launcher,
-            env,
-            marker,
-        })
-    }
-
-    /// Triggers a tracked run, confirms it, and waits for its apply to start.
-    fn start_apply(&self) -> String {
-        let id = trigger(&self.server, "web", "tracked");
-        self.server.wait_state(&id, "UNCONFIRMED", LONG);
-        self.server.cli_json(&["run", "confirm", &id]);
-        wait_for("the apply to start", LONG, || {
-            self.marks().contains(&"start".to_string()).then_some(())
-        });
-        id
-    }
-
-    fn marks(&self) -> Vec<String> {
-        marks(&self.marker)
-    }
-
-    /// The outcome every scenario must reach: one apply, its state stored,
-    /// a plan after it with no changes, and the apply once in the log.
-    fn assert_applied_once(&self, id: &str) {
-        assert_eq!(self.marks(), ["start", "end"], "the apply ran exactly once");
-        let versions = versions(&self.server, "web");
-        assert_eq!(versions.len(), 1, "one state version: {versions:?}");
-        assert_eq!(versions[0]["resources"], 1);
-        let log = log_text(&self.server, id);
-        assert_eq!(
-            log.matches("Apply complete!").count(),
-            1,
-            "the apply is in the log once:\n{log}"
-        );
-        let next = trigger(&self.server, "web", "proposed");
-        let run = ended(&self.server, &next, "FINISHED");
-        assert_eq!(plan(&run), (0, 0, 0), "the state has the resource");
-        assert_eq!(self.marks().len(), 2, "the plan applied nothing");
-    }
-}
-
-fn marks(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 fn control_plane_killed_during_an_apply(down: Duration) {
     let Some(mut s) = Scenario::new(8) else {

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod pki;
 
 use std::io::{BufRead, BufReader};
@@ -116,6 +117,8 @@ pub struct Server {
     pub port: u16,
     pub data_dir: PathBuf,
     pub lease_timeout: String,
+    /// The address it listens on (127.0.0.1 unless started with `start_on`).
+    host: String,
     /// Flags given at start, given again on restart.
     extra: Vec<String>,
     _dir: Option<tempfile::TempDir>,
@@ -129,7 +132,17 @@ impl Server {
     pub fn start_with(lease_timeout: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn(&data_dir, free_port(), lease_timeout, &[]);
+        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), lease_timeout, &[]);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server listening on `host` (e.g. the host end of a [`netns::Netns`]
+    /// pair, which both the test and a launcher in the namespace reach).
+    pub fn start_on(host: &str, lease_timeout: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Server::spawn(host, &data_dir, free_port(), lease_timeout, &[]);
         server._dir = Some(dir);
         server
     }
@@ -143,16 +156,22 @@ impl Server {
     pub fn start_with_args(lease_timeout: &str, args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn(&data_dir, free_port(), lease_timeout, args);
+        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), lease_timeout, args);
         server._dir = Some(dir);
         server
     }
 
-    fn spawn(data_dir: &Path, port: u16, lease_timeout: &str, extra: &[&str]) -> Server {
+    fn spawn(
+        host: &str,
+        data_dir: &Path,
+        port: u16,
+        lease_timeout: &str,
+        extra: &[&str],
+    ) -> Server {
         let tls = extra.iter().any(|a| a.starts_with("--tls"));
         let mut command = Command::new(gantry_bin());
         command
-            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["server", "--listen", &format!("{host}:{port}")])
             .args(["--lease-timeout", lease_timeout])
             .args(extra)
             .arg("--data-dir")
@@ -160,13 +179,14 @@ impl Server {
             .env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("GANTRY_LOG_FORMAT", "json");
         let proc = Proc::spawn(command);
-        let url = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
+        let url = format!("{}://{host}:{port}", if tls { "https" } else { "http" });
         let server = Server {
             proc,
             url,
             port,
             data_dir: data_dir.to_path_buf(),
             lease_timeout: lease_timeout.into(),
+            host: host.into(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
             _dir: None,
         };
@@ -197,7 +217,13 @@ impl Server {
         let _ = self.proc.child.wait();
         std::thread::sleep(down);
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let fresh = Server::spawn(&self.data_dir, self.port, &self.lease_timeout, &extra);
+        let fresh = Server::spawn(
+            &self.host,
+            &self.data_dir,
+            self.port,
+            &self.lease_timeout,
+            &extra,
+        );
         let Server { proc, .. } = fresh;
         self.proc = proc;
     }
@@ -342,7 +368,12 @@ pub struct Launcher {
 
 impl Launcher {
     pub fn command(pool: &Pool, work_dir: &Path) -> Command {
-        let mut command = Command::new(launcher_bin());
+        Launcher::configure(Command::new(launcher_bin()), pool, work_dir)
+    }
+
+    /// The launcher's environment on `command` (the launcher, or a wrapper
+    /// that execs it).
+    fn configure(mut command: Command, pool: &Pool, work_dir: &Path) -> Command {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -373,6 +404,22 @@ impl Launcher {
             proc: Proc::spawn(command),
             work_dir: work_dir.to_path_buf(),
             _dir: None,
+        }
+    }
+
+    /// Starts a launcher inside a network namespace (`ip netns exec`, which
+    /// execs it: the process is the launcher itself).
+    pub fn start_netns(pool: &Pool, netns: &netns::Netns, env: &[(&str, &str)]) -> Launcher {
+        let dir = tempfile::tempdir().unwrap();
+        let work_dir = dir.path().join("work");
+        let mut command = Launcher::configure(netns.command(launcher_bin()), pool, &work_dir);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Launcher {
+            proc: Proc::spawn(command),
+            work_dir,
+            _dir: Some(dir),
         }
     }
 

@@ -192,6 +192,56 @@ async fn an_apply_whose_lease_runs_out_is_lost_keeps_its_stack_and_resumes_when_
     assert_eq!(f.state_of(&next.id).await, RunState::Ready);
 }
 
+/// A partition: the worker's heartbeat is stuck on a dead connection while
+/// its apply's end arrives on a fresh one. The finish itself is the
+/// worker's return, and the timeline says so.
+#[tokio::test]
+async fn a_lost_run_finished_by_its_lease_before_any_heartbeat_records_its_worker_back() {
+    let f = fixture().await;
+    let run = f.applying("w1", 10).await;
+    let lease = run.lease_id.clone().unwrap();
+    let expired = f.store.expire_leases(10 + LEASE + 1).await.unwrap();
+    assert_eq!(expired[0].state, RunState::Lost);
+
+    let end = gantry_store::RunEnd {
+        state: RunState::Finished,
+        exit_code: Some(0),
+        reason: None,
+    };
+    let finished = f
+        .store
+        .finish_run(&run.id, &lease, &end, 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(finished.state, RunState::Finished);
+    assert_eq!(finished.reason, None, "the LOST reason is gone");
+    let transitions = f.store.run_transitions(&run.id).await.unwrap();
+    let tail: Vec<(RunState, Option<&str>)> = transitions[transitions.len() - 3..]
+        .iter()
+        .map(|t| (t.state, t.reason.as_deref()))
+        .collect();
+    assert_eq!(tail[0].0, RunState::Lost);
+    assert_eq!(
+        tail[1..],
+        [
+            (
+                RunState::Applying,
+                Some("its worker is back: the apply goes on")
+            ),
+            (RunState::Finished, None)
+        ]
+    );
+    // A retry of that finish is a success, and records nothing more.
+    f.store
+        .finish_run(&run.id, &lease, &end, 1_000_001)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.run_transitions(&run.id).await.unwrap().len(),
+        transitions.len()
+    );
+}
+
 #[tokio::test]
 async fn plans_and_task_runs_whose_lease_runs_out_fail_as_worker_lost() {
     let f = fixture().await;

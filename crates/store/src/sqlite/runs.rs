@@ -16,6 +16,8 @@ pub(super) const LEASED: &str = "('PREPARING','INITIALIZING','PLANNING','CONFIRM
 pub(super) const HELD: &str =
     "('PREPARING','INITIALIZING','PLANNING','CONFIRMED','APPLYING','LOST')";
 pub(super) const TERMINAL: &str = "('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')";
+/// The transition LOST → APPLYING, when the run's own lease is heard again.
+const WORKER_BACK: &str = "its worker is back: the apply goes on";
 
 pub(super) fn run_from_row(row: &SqliteRow) -> RunRecord {
     let state: String = row.get("state");
@@ -238,12 +240,11 @@ impl RunStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if state == "LOST" {
-                let reason = "its worker is back: the apply goes on";
                 record_transition(
                     &mut tx,
                     &lease.run_id,
                     RunState::Applying,
-                    Some(reason),
+                    Some(WORKER_BACK),
                     now,
                 )
                 .await?;
@@ -305,19 +306,25 @@ impl RunStore for SqliteStore {
     ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
         let held: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
+            "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if held.is_none() {
+        let Some(held) = held else {
             // A retried finish whose first attempt landed is not an error.
             let current = run_by_id(&mut tx, run_id).await?;
             if current.lease_id.as_deref() == Some(lease_id) && current.state == end.state {
                 return Ok(current);
             }
             return Err(StoreError::LeaseLost);
+        };
+        if held == "LOST" {
+            // Its worker is back with the apply's end before any heartbeat
+            // (one stuck on a dead connection): the timeline says so, as a
+            // heartbeat's resume would.
+            record_transition(&mut tx, run_id, RunState::Applying, Some(WORKER_BACK), now).await?;
         }
         end_run_in_tx(
             &mut tx,
