@@ -313,7 +313,7 @@ async fn start_leaving(client: &ControlPlane, shared: &Shared) {
         runs: shared.held_leases(),
         draining: true,
     };
-    if let Err(error) = client.heartbeat(&request).await {
+    if let Err(error) = client.heartbeat(&request, Duration::from_secs(15)).await {
         tracing::warn!(%error, "cannot tell the control plane about the drain");
         // If it cannot hear us, it cannot lease us anything either.
         shared.poll_with_slots.store(false, Ordering::Release);
@@ -423,7 +423,13 @@ async fn heartbeat_loop(
             draining: shared.leaving.load(Ordering::Acquire),
         };
         let generation = client.session_generation();
-        match client.heartbeat(&request).await {
+        match client
+            .heartbeat(
+                &request,
+                interval.clamp(Duration::from_secs(1), Duration::from_secs(15)),
+            )
+            .await
+        {
             Ok(response) => {
                 failures.succeeded();
                 if let Some(token) = response.session_token {

@@ -209,12 +209,14 @@ impl ControlPlane {
         self.post("/worker/poll", request, timeout).await
     }
 
+    /// A heartbeat waits at most `timeout`: one stuck on a connection that
+    /// died silently must not hold up the next one past the lease.
     pub async fn heartbeat(
         &self,
         request: &HeartbeatRequest,
+        timeout: Duration,
     ) -> Result<HeartbeatResponse, CallError> {
-        self.post("/worker/heartbeat", request, Duration::from_secs(15))
-            .await
+        self.post("/worker/heartbeat", request, timeout).await
     }
 
     pub async fn report_state(

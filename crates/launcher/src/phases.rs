@@ -211,6 +211,9 @@ impl Phases<'_> {
     async fn report(&self, state: RunState) -> Result<(), Halt> {
         let (client, run_id, lease_id) =
             (&self.ctx.client, &self.lease.run_id, &self.lease.lease_id);
+        if state == RunState::Applying {
+            return self.enter_apply().await;
+        }
         match with_retry(
             || client.report_state(run_id, lease_id, state),
             Duration::from_secs(60),
@@ -222,6 +225,42 @@ impl Phases<'_> {
             Err(error) => {
                 tracing::warn!(run_id = %run_id, %error, "cannot report the run's phase; continuing");
                 Ok(())
+            }
+        }
+    }
+
+    /// Nothing of an apply starts (not even its hooks) until the control
+    /// plane has confirmed that this worker still holds the lease: a plan
+    /// that ended while cut off from it may belong to a run already failed
+    /// as "worker lost". So the APPLYING report is retried until it lands,
+    /// for as long as the run may last, and never skipped.
+    async fn enter_apply(&self) -> Result<(), Halt> {
+        let (client, run_id, lease_id) =
+            (&self.ctx.client, &self.lease.run_id, &self.lease.lease_id);
+        let mut delay = Duration::from_millis(200);
+        let mut failures = crate::client::RetryLog::new("reporting the start of the apply");
+        loop {
+            match client.report_state(run_id, lease_id, RunState::Applying).await {
+                Ok(()) => {
+                    failures.succeeded();
+                    return Ok(());
+                }
+                Err(error) if error.is_lease_lost() => return Err(Halt::Abandoned),
+                Err(error) if error.is_permanent() => {
+                    return Err(Halt::from(format!(
+                        "the control plane refused the start of the apply: {error}; nothing was applied"
+                    )))
+                }
+                Err(error) => {
+                    if Instant::now() >= self.deadline {
+                        return Err(Halt::from(format!(
+                            "the run timed out waiting for the control plane to confirm the apply may start ({error}); nothing was applied"
+                        )));
+                    }
+                    failures.failed(&format!("run {run_id}: {error}"));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }
