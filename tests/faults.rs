@@ -152,3 +152,28 @@ fn a_launcher_killed_during_an_apply_and_restarted_ends_the_run_once_with_its_lo
     let next = trigger(&s.server, "web", "proposed");
     ended(&s.server, &next, "FINISHED");
 }
+
+/// An outage longer than Terraform's own retries of its state save: the
+/// apply completes, Terraform leaves `errored.tfstate`, and the launcher
+/// hands it to the control plane once it is back. (The stack allows
+/// Terraform no retries, so that "longer" is a few seconds.)
+#[test]
+#[ignore = "slow: terraform, faults"]
+fn a_state_terraform_could_not_save_is_uploaded_by_the_launcher_when_the_control_plane_returns() {
+    let Some(mut s) = Scenario::with_stack_flags(4, &["--env", "TF_HTTP_RETRY_MAX=0"]) else {
+        return;
+    };
+    let id = s.start_apply();
+    s.server.restart_after(Duration::from_secs(10));
+    let run = ended(&s.server, &id, "FINISHED");
+    let log = log_text(&s.server, &id);
+    assert!(
+        log.contains(
+            "Terraform could not save its state to the control plane; the launcher saved it"
+        ),
+        "{log}"
+    );
+    assert!(!states(&run).contains(&"LOST".to_string()), "{run:#}");
+    assert_eq!(log.matches("Creation complete").count(), 1, "{log}");
+    s.assert_stored_once();
+}

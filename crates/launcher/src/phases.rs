@@ -128,14 +128,20 @@ pub(crate) async fn execute(
         ("CHECKPOINT_DISABLE", "1"),
         ("TF_HTTP_USERNAME", job.state_username.as_str()),
         ("TF_HTTP_PASSWORD", job.state_password.as_str()),
-        // Terraform rides out a control-plane outage of a few minutes on
-        // its own (connection errors and 5xx are retried); past that it
-        // leaves errored.tfstate, which the launcher uploads (`recovery`).
+    ] {
+        env.insert(name.to_string(), value.to_string());
+    }
+    // Terraform rides out a control-plane outage of a few minutes on its
+    // own (connection errors and 5xx are retried); past that it leaves
+    // errored.tfstate, which the launcher uploads (`recovery`). A stack may
+    // set other retries.
+    for (name, value) in [
         ("TF_HTTP_RETRY_MAX", "30"),
         ("TF_HTTP_RETRY_WAIT_MIN", "1"),
         ("TF_HTTP_RETRY_WAIT_MAX", "10"),
     ] {
-        env.insert(name.to_string(), value.to_string());
+        env.entry(name.to_string())
+            .or_insert_with(|| value.to_string());
     }
     let mut phases = Phases {
         ctx,
@@ -700,7 +706,9 @@ impl Phases<'_> {
             let saved = format!(
                 "Terraform could not save its state to the control plane; the launcher saved it (state version {version})"
             );
-            if !self.output_since(log_start).contains("Apply complete!") {
+            let output = self.output_since(log_start);
+            if !output.contains("Apply complete!") && !planfile::only_the_state_save_failed(&output)
+            {
                 return Err(match halt {
                     Halt::End(mut ending) => {
                         ending.reason =

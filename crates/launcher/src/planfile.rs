@@ -77,6 +77,24 @@ pub fn terraform_said_stale(output: &str) -> bool {
         || output.contains("Saved plan does not match the given state")
 }
 
+/// Whether an apply that failed failed only to save its state: every error
+/// Terraform printed is about saving the state or releasing its lock, so
+/// every change it made was made (and is in `errored.tfstate`). Terraform
+/// prints no "Apply complete!" then.
+pub fn only_the_state_save_failed(output: &str) -> bool {
+    const SAVE_ERRORS: [&str; 3] = [
+        "Error: Failed to save state",
+        "Error: Failed to persist state to backend",
+        "Error: Error releasing the state lock",
+    ];
+    let mut errors = output
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("Error: "))
+        .peekable();
+    errors.peek().is_some() && errors.all(|line| SAVE_ERRORS.contains(&line))
+}
+
 /// The lock holder Terraform prints when it cannot acquire the state lock,
 /// or None when the output shows no lock error.
 pub fn lock_holder(output: &str) -> Option<String> {
@@ -170,6 +188,22 @@ fn zip_entry(zip: &[u8], name: &str) -> Result<Vec<u8>, String> {
         };
     }
     Err(format!("no {name} entry"))
+}
+
+#[cfg(test)]
+mod save_error_tests {
+    use super::only_the_state_save_failed;
+
+    #[test]
+    fn an_apply_that_only_failed_to_save_is_told_from_one_that_failed() {
+        let saved_failed = "null_resource.slow: Creation complete after 4s\n\nError: Failed to save state\n\nError saving state: ...\n\nError: Failed to persist state to backend\n\nError: Error releasing the state lock\n";
+        assert!(only_the_state_save_failed(saved_failed));
+        let apply_failed = "Error: Failed to save state\n\nError: local-exec provisioner error\n";
+        assert!(!only_the_state_save_failed(apply_failed));
+        assert!(!only_the_state_save_failed(
+            "Apply complete! Resources: 1 added"
+        ));
+    }
 }
 
 #[cfg(test)]
