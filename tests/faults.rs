@@ -177,3 +177,31 @@ fn a_state_terraform_could_not_save_is_uploaded_by_the_launcher_when_the_control
     assert_eq!(log.matches("Creation complete").count(), 1, "{log}");
     s.assert_stored_once();
 }
+
+/// An outage longer than the workers' sessions: the launcher's session is
+/// gone when the control plane comes back, so it registers again as the
+/// same worker, keeps its lease, and the apply finishes.
+#[test]
+#[ignore = "slow: terraform, faults"]
+fn a_launcher_whose_session_ran_out_in_an_outage_keeps_its_run() {
+    let Some(mut s) = Scenario::with_server_flags(8, &["--session-ttl", "3s"]) else {
+        return;
+    };
+    let worker = s.server.cli_json(&["worker", "list"])[0]["id"].clone();
+    let id = s.start_apply();
+    s.server.restart_after(Duration::from_secs(6));
+    let run = ended(&s.server, &id, "FINISHED");
+    assert!(!states(&run).contains(&"LOST".to_string()), "{run:#}");
+    assert_eq!(run["worker_id"], worker, "the same worker finished it");
+    let workers = s.server.cli_json(&["worker", "list"]);
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers:#}");
+    assert!(
+        s.launcher
+            .proc
+            .log()
+            .contains("registering again as the same worker"),
+        "{}",
+        s.launcher.proc.log()
+    );
+    s.assert_applied_once(&id);
+}

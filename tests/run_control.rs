@@ -188,3 +188,44 @@ fn run_timeout_and_log_inactivity_timeout_kill_the_run() {
         "{log}"
     );
 }
+
+/// A pending stop ends a poll early once, not on every poll: a launcher
+/// that says it already acts on the stop waits the poll out, so it does not
+/// spin while its run winds down.
+#[test]
+fn a_pending_stop_wakes_a_poll_once_not_in_a_loop() {
+    let server = Server::start_with("30s");
+    let pool = server.create_pool("spin");
+    let session = register_raw(&server, &pool, "spin-test-nonce-00001");
+    let id = server.submit("spin", &["sleep", "60"]);
+    let http = server.http();
+    let poll = |known: serde_json::Value, slots: u32| -> (serde_json::Value, Duration) {
+        let started = std::time::Instant::now();
+        let body: serde_json::Value = http
+            .post(format!("{}/api/v1/worker/poll", server.url))
+            .bearer_auth(&session)
+            .json(&serde_json::json!({"free_slots": slots, "wait_ms": 1500, "known": known}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        (body, started.elapsed())
+    };
+    let (leased, _) = poll(serde_json::json!({}), 1);
+    assert_eq!(leased["leases"][0]["run_id"], id.as_str());
+    server.cli_json(&["run", "stop", &id]);
+
+    let (news, took) = poll(serde_json::json!({}), 0);
+    assert_eq!(news["instructions"]["stop"][0], id.as_str());
+    assert!(
+        took < Duration::from_millis(1000),
+        "news answers at once: {took:?}"
+    );
+
+    let (known, took) = poll(serde_json::json!({"stop": [id]}), 0);
+    assert_eq!(known["instructions"]["stop"][0], id.as_str(), "still told");
+    assert!(
+        took >= Duration::from_millis(1200),
+        "a known stop does not end the poll early: {took:?}"
+    );
+}

@@ -52,6 +52,11 @@ impl Scenario {
         Scenario::build(sleep_s, None, extra)
     }
 
+    /// The same, with `flags` for `gantry server`.
+    pub fn with_server_flags(sleep_s: u32, flags: &[&str]) -> Option<Scenario> {
+        Scenario::build_with(sleep_s, None, &[], flags)
+    }
+
     /// The same with the launcher in its own network namespace, whose link
     /// to the control plane can be cut (`self.net()`); `extra` flags for
     /// `stack create`. None (skip) without Terraform or namespaces outside CI.
@@ -61,6 +66,15 @@ impl Scenario {
     }
 
     fn build(sleep_s: u32, net: Option<Netns>, extra: &[&str]) -> Option<Scenario> {
+        Scenario::build_with(sleep_s, net, extra, &[])
+    }
+
+    fn build_with(
+        sleep_s: u32,
+        net: Option<Netns>,
+        extra: &[&str],
+        server_flags: &[&str],
+    ) -> Option<Scenario> {
         let dir = tempfile::tempdir().unwrap();
         let env = tools(dir.path())?;
         let source = dir.path().join("infra");
@@ -70,7 +84,7 @@ impl Scenario {
         let (server, launcher, pool);
         match &net {
             None => {
-                server = Server::start_with(LEASE);
+                server = Server::start_with_args(LEASE, server_flags);
                 pool = server.create_pool("tf");
                 launcher = start_launcher(&pool, &env);
             }

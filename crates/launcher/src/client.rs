@@ -466,6 +466,30 @@ where
 
 #[cfg(test)]
 mod tests {
+
+    fn api(status: u16) -> CallError {
+        CallError::Api {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: serde_json::from_value(serde_json::json!({
+                "error": {"code": "x", "message": "m"}
+            }))
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn retries_give_up_on_refusals_but_not_on_outages_or_an_expired_session() {
+        for permanent in [400, 403, 404, 409, 413] {
+            assert!(api(permanent).is_permanent(), "{permanent}");
+            assert!(!api(permanent).is_transient(), "{permanent}");
+        }
+        // 401: the session ran out; the agent registers again.
+        for retried in [401, 408, 429, 500, 502, 503] {
+            assert!(!api(retried).is_permanent(), "{retried}");
+        }
+        assert!(!CallError::Unreachable("refused".into()).is_permanent());
+    }
+
     use super::*;
 
     #[test]

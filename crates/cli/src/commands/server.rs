@@ -39,6 +39,12 @@ pub struct ServerArgs {
     #[arg(long, env = "GANTRY_LEASE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     lease_timeout: Duration,
 
+    /// How long a worker's session lives without a heartbeat to renew it.
+    /// A launcher whose session ran out (a long outage) registers again as
+    /// the same worker and keeps its runs. At least --lease-timeout.
+    #[arg(long, env = "GANTRY_SESSION_TTL", default_value = "15m", value_parser = parse_duration)]
+    session_ttl: Duration,
+
     /// The launcher binary to serve at /api/v1/launcher/download.
     /// Default: gantry-launcher beside this executable.
     #[arg(long, env = "GANTRY_LAUNCHER_BINARY")]
@@ -136,6 +142,17 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     config.tls = tls;
     config.public_url = args.public_url;
     config.lease_timeout = args.lease_timeout;
+    if args.session_ttl < args.lease_timeout {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "--session-ttl ({}) is shorter than --lease-timeout ({}): a session must outlive a lease; raise it",
+                humantime::format_duration(args.session_ttl),
+                humantime::format_duration(args.lease_timeout)
+            ),
+        ));
+    }
+    config.session_ttl = args.session_ttl;
     config.launcher_binary = args.launcher_binary;
     config.trusted_proxies = args.trusted_proxies;
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN").ok();
