@@ -233,6 +233,13 @@ pub fn journal_path(spool_path: &Path) -> std::path::PathBuf {
     spool_path.with_extension("chunks")
 }
 
+/// Which upload an [`Uploader`] is for: the one starting, or one a dead
+/// launcher left (its journal read back, and appended to).
+pub enum UploadStart {
+    Fresh,
+    LeftBehind,
+}
+
 impl Uploader {
     pub fn new(
         client: Arc<ControlPlane>,
@@ -241,35 +248,44 @@ impl Uploader {
         spool_path: &Path,
         masker: Masker,
     ) -> std::io::Result<Uploader> {
-        Ok(Uploader {
+        Uploader::open(
             client,
-            run_id: run_id.to_string(),
-            lease_id: lease_id.to_string(),
-            file: File::open(spool_path)?,
+            run_id,
+            lease_id,
+            spool_path,
             masker,
-            boundaries: Vec::new(),
-            journal: File::create(journal_path(spool_path))?,
-        })
+            UploadStart::Fresh,
+        )
     }
 
-    /// Takes over the upload a dead launcher left: the chunks it cut, from
-    /// its journal, and the spool it wrote.
-    pub fn resume(
+    /// An uploader for `spool_path`: a fresh journal, or the chunks a dead
+    /// launcher cut, from its journal.
+    pub fn open(
         client: Arc<ControlPlane>,
         run_id: &str,
         lease_id: &str,
         spool_path: &Path,
         masker: Masker,
+        start: UploadStart,
     ) -> std::io::Result<Uploader> {
         let journal_path = journal_path(spool_path);
-        let boundaries = std::fs::read_to_string(&journal_path)
-            .unwrap_or_default()
-            .lines()
-            .map_while(|line| {
-                let (offset, length) = line.split_once(' ')?;
-                Some((offset.parse().ok()?, length.parse().ok()?))
-            })
-            .collect();
+        let (boundaries, journal) = match start {
+            UploadStart::Fresh => (Vec::new(), File::create(&journal_path)?),
+            UploadStart::LeftBehind => (
+                std::fs::read_to_string(&journal_path)
+                    .unwrap_or_default()
+                    .lines()
+                    .map_while(|line| {
+                        let (offset, length) = line.split_once(' ')?;
+                        Some((offset.parse().ok()?, length.parse().ok()?))
+                    })
+                    .collect(),
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&journal_path)?,
+            ),
+        };
         Ok(Uploader {
             client,
             run_id: run_id.to_string(),
@@ -277,10 +293,7 @@ impl Uploader {
             file: File::open(spool_path)?,
             masker,
             boundaries,
-            journal: std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(journal_path)?,
+            journal,
         })
     }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::client::{CallError, ControlPlane, RetryLog};
-use crate::logs::{Masker, Uploader};
+use crate::logs::{Masker, UploadStart, Uploader};
 use crate::orphans::InFlight;
 use crate::run::{report_end, Ending, RunContext};
 
@@ -192,12 +192,13 @@ async fn finish_left_behind(
             .collect(),
     };
     let mut chunks = 0;
-    let uploader = match Uploader::resume(
+    let uploader = match Uploader::open(
         ctx.client.clone(),
         run_id,
         &lease.lease_id,
         spool_path,
         Masker::new(secrets),
+        UploadStart::LeftBehind,
     ) {
         Ok(mut uploader) => match uploader.finish_left_behind().await {
             Ok(count) => {

@@ -6,13 +6,14 @@
 //! could not save is taken from its lease holder only; and a finish's
 //! missing-chunk list is bounded by what is stored.
 
+mod common;
+
 use std::time::Duration;
 
-use gantry_pki::at_rest::SecretsKeyring;
 use gantry_store::sqlite::SqliteStore;
 use gantry_store::{
-    HeldLeaseRef, LockResult, LogStore, NewPool, NewStateVersion, PoolKey, PoolStore, RunRecord,
-    RunStore, StackRecord, StackStore, StateStore, StoreError,
+    HeldLeaseRef, LockResult, LogStore, NewStateVersion, RunRecord, RunStore, StackRecord,
+    StackStore, StateStore, StoreError,
 };
 use gantry_wire::run::{RunState, RunType};
 
@@ -26,24 +27,8 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let keyring = SecretsKeyring::parse(&SecretsKeyring::generate_key()).unwrap();
-    let store = SqliteStore::open(dir.path(), keyring).await.unwrap();
-    let pool = store
-        .create_pool(
-            &NewPool {
-                name: "p".into(),
-                description: String::new(),
-                key: PoolKey {
-                    public_key_pem: "pem".into(),
-                    key_fingerprint: "fp".into(),
-                    credential_hash: "hash".into(),
-                },
-            },
-            1,
-        )
-        .await
-        .unwrap();
+    let (dir, store) = common::store().await;
+    let pool = common::pool(&store, "p", common::key("fp")).await;
     let stack = store
         .create_stack(
             &StackRecord {

@@ -3,23 +3,18 @@
 //! discards the plans no worker can open any more, a stack's auto-apply is
 //! kept, and a proposed run's state credential is read-only.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use gantry_pki::at_rest::SecretsKeyring;
 use gantry_store::sqlite::SqliteStore;
 use gantry_store::{
-    NewPool, NewSession, NewWorker, PoolKey, PoolStore, RunRecord, RunStore, SealedToPool,
-    StackRecord, StackStore, StoreError, WorkerStore,
+    NewSession, NewWorker, PoolStore, RunRecord, RunStore, SealedToPool, StackRecord, StackStore,
+    StoreError, WorkerStore,
 };
 use gantry_wire::run::{RunState, RunType};
 
-fn key(fingerprint: &str) -> PoolKey {
-    PoolKey {
-        public_key_pem: format!("pem-{fingerprint}"),
-        key_fingerprint: fingerprint.into(),
-        credential_hash: format!("hash-{fingerprint}"),
-    }
-}
+use common::key;
 
 struct Seeded {
     _dir: tempfile::TempDir,
@@ -29,20 +24,8 @@ struct Seeded {
 }
 
 async fn seeded() -> Seeded {
-    let dir = tempfile::tempdir().unwrap();
-    let keyring = SecretsKeyring::parse(&SecretsKeyring::generate_key()).unwrap();
-    let store = SqliteStore::open(dir.path(), keyring).await.unwrap();
-    let pool = store
-        .create_pool(
-            &NewPool {
-                name: "p".into(),
-                description: String::new(),
-                key: key("old"),
-            },
-            1,
-        )
-        .await
-        .unwrap();
+    let (dir, store) = common::store().await;
+    let pool = common::pool(&store, "p", key("old")).await;
     let worker = store
         .register_worker(
             &NewWorker {

@@ -10,9 +10,9 @@ use axum::http::HeaderMap;
 use axum::Json;
 use gantry_wire::stack::StateVersion;
 
-use super::run::held_run;
+use super::run::{held_run, lease_header};
 use crate::auth::WorkerSession;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::Path;
 use crate::state::{now_ms, AppState};
 
@@ -30,12 +30,7 @@ pub async fn put_recovered_state(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<StateVersion>> {
-    let lease_id = headers
-        .get(gantry_wire::LEASE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header")
-        })?;
+    let lease_id = lease_header(&headers)?;
     held_run(&state, &session, &run_id).await?;
     let version = crate::api::new_state_version(&body, Some(run_id.clone()))?;
     let saved = state

@@ -69,12 +69,7 @@ pub async fn put_log_chunk(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let lease_id = headers
-        .get(gantry_wire::LEASE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header")
-        })?;
+    let lease_id = lease_header(&headers)?;
     let run = held_run(&state, &session, &run_id).await?;
     let seq = stored_seq(run.log_base, seq)
         .ok_or_else(|| ApiError::invalid("seq", format!("log chunk {seq} is out of range")))?;
@@ -89,6 +84,16 @@ pub async fn put_log_chunk(
         }
         ChunkWrite::Duplicate => Ok(StatusCode::OK),
     }
+}
+
+/// The lease a raw-body call names in its `gantry-lease` header.
+pub(crate) fn lease_header(headers: &HeaderMap) -> ApiResult<&str> {
+    headers
+        .get(gantry_wire::LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(gantry_wire::LEASE_HEADER, "missing the gantry-lease header")
+        })
 }
 
 /// Where this lease's chunk `seq` is stored: a later phase's chunks follow
