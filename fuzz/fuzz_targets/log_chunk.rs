@@ -17,7 +17,7 @@ use gantry_pki::at_rest::SecretsKeyring;
 use gantry_server::{AppState, ServerConfig};
 use gantry_store::sqlite::SqliteStore;
 use gantry_store::{NewPool, NewRun, NewSession, NewWorker, PoolKey, StackRecord, Store};
-use gantry_wire::run::RunType;
+use gantry_wire::run::{RunState, RunType};
 use libfuzzer_sys::fuzz_target;
 use sha2::Digest;
 use tower::ServiceExt;
@@ -129,6 +129,11 @@ fn fixture() -> &'static Fixture {
                 .remove(0);
             assert_eq!(plan.id, run.id);
             let plan_lease = plan.lease_id.unwrap();
+            // `planned` ends only a plan phase.
+            store
+                .report_state(&run.id, &plan_lease, RunState::Planning, now)
+                .await
+                .unwrap();
             store
                 .put_workspace(&run.id, &plan_lease, b"sealed")
                 .await
