@@ -2,7 +2,7 @@
 .PHONY: help demo test test-all deps lint bench release images fuzz
 
 help:
-	@echo "make demo      build, start a control plane on SQLite, a pool, a launcher, and run a demo run"
+	@echo "make demo      build, start a control plane on SQLite, a pool, a launcher, and take a Terraform stack from plan to apply"
 	@echo "make test      the fast tests (cargo test)"
 	@echo "make test-all  every test: installs what they need first (apt, venv, Terraform, images)"
 	@echo "make deps      install the test dependencies only"

@@ -1,5 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: what `make test-all` and CI run.
+#
+# Every test step runs even when an earlier one failed; the script fails at
+# the end, naming the steps that did. The cargo tests run last so that the
+# closing line is the test runner's summary. tests/deploy runs in the
+# background beside tests/api_contract and the fuzzing.
+#
+# The cargo tests run under cargo-nextest when it is installed (each test in
+# its own process, GANTRY_TEST_THREADS at a time across all test binaries, so
+# the slow real-tool binaries overlap instead of queueing one after the
+# other), else under `cargo test`. GANTRY_TEST_RUNNER=cargo forces the latter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI="${CI:-true}"
@@ -12,16 +22,58 @@ cargo build --workspace --all-targets
 echo "==> images: gantry-runner, gantry-launcher (from the debug build above)"
 ./scripts/build-images.sh --profile debug
 
-echo "==> cargo test (fast and slow tests)"
-cargo test --workspace --no-fail-fast -- --include-ignored
+failed=()
+ended() { # name status start: reports a step, remembers a failure
+    echo "    $1: $([ "$2" -eq 0 ] && echo ok || echo "FAILED (exit $2)") in $((SECONDS - $3)) s"
+    [ "$2" -eq 0 ] || failed+=("$1")
+}
+step() { # name command...: runs it, remembers a failure, goes on
+    local name=$1 start=$SECONDS status=0
+    shift
+    echo "==> $name"
+    "$@" || status=$?
+    ended "$name" "$status" "$start"
+}
 
+# tests/deploy mostly waits on containers and a fake AWS (little CPU): it
+# runs in the background, beside the contract tests and the fuzzing, and its
+# output is shown when it ends.
+deploy_pid=
 if [ -d tests/deploy ]; then
+    echo "==> pytest tests/deploy: started in the background, its output follows the fuzzing"
+    deploy_log=$(mktemp)
+    deploy_start=$SECONDS
+    .venv/bin/pytest -q tests/deploy >"$deploy_log" 2>&1 &
+    deploy_pid=$!
+    trap 'kill "$deploy_pid" 2>/dev/null || true; rm -f "$deploy_log"' EXIT
+fi
+step "pytest tests/api_contract (schemathesis over the OpenAPI document, live server)" \
+    .venv/bin/pytest -q tests/api_contract
+step "fuzz: replay fuzz/regressions, then every target for ${GANTRY_FUZZ_SECONDS:-30}s" \
+    ./scripts/fuzz.sh
+if [ -n "$deploy_pid" ]; then
+    status=0
+    wait "$deploy_pid" || status=$?
     echo "==> pytest tests/deploy"
-    .venv/bin/pytest -q tests/deploy
+    cat "$deploy_log"
+    ended "pytest tests/deploy" "$status" "$deploy_start"
+    trap - EXIT
+    rm -f "$deploy_log"
 fi
 
-echo "==> pytest tests/api_contract (schemathesis over the OpenAPI document, live server)"
-.venv/bin/pytest -q tests/api_contract
-
-echo "==> fuzz: replay fuzz/regressions, then every target for ${GANTRY_FUZZ_SECONDS:-30}s"
-./scripts/fuzz.sh
+if [ "${GANTRY_TEST_RUNNER:-}" != cargo ] && cargo nextest --version >/dev/null 2>&1; then
+    cargo_tests=(cargo nextest run --workspace --no-fail-fast --run-ignored all
+        --test-threads "${GANTRY_TEST_THREADS:-$(nproc)}")
+else
+    cargo_tests=(cargo test --workspace --no-fail-fast -- --include-ignored)
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "==> failed before the cargo tests: ${failed[*]}" >&2
+fi
+echo "==> cargo tests, fast and slow: ${cargo_tests[*]}"
+status=0
+"${cargo_tests[@]}" || status=$?
+if [ ${#failed[@]} -gt 0 ] && [ "$status" -eq 0 ]; then
+    status=1
+fi
+exit "$status"

@@ -129,13 +129,13 @@ fn fixture() -> &'static Fixture {
                 .remove(0);
             assert_eq!(plan.id, run.id);
             let plan_lease = plan.lease_id.unwrap();
-            store
-                .put_workspace(&run.id, &plan_lease, b"sealed")
-                .await
-                .unwrap();
             // `planned` ends only a plan phase.
             store
                 .report_state(&run.id, &plan_lease, RunState::Planning, now)
+                .await
+                .unwrap();
+            store
+                .put_workspace(&run.id, &plan_lease, b"sealed")
                 .await
                 .unwrap();
             store
