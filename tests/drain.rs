@@ -104,3 +104,38 @@ fn drain_and_undrain_from_the_cli() {
         Some(3)
     );
 }
+
+/// A worker an operator drained still exits at once on SIGTERM: its open
+/// poll, which waits without looking for work, is answered as soon as the
+/// launcher says it is leaving.
+#[test]
+fn a_drained_launcher_exits_at_once_on_sigterm() {
+    let server = Server::start();
+    let pool = server.create_pool("drained");
+    let mut launcher = Launcher::start(&pool, &[]);
+    launcher.wait_registered();
+    let worker = server.cli_json(&["worker", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.cli_json(&["worker", "drain", &worker]);
+    wait_for(
+        "the launcher to hear of the drain",
+        Duration::from_secs(10),
+        || {
+            launcher
+                .proc
+                .log()
+                .contains("drain changed by an operator")
+                .then_some(())
+        },
+    );
+    launcher.proc.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    assert_eq!(launcher.proc.wait_exit(Duration::from_secs(10)), 0);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "exited {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+}

@@ -200,11 +200,16 @@ pub async fn heartbeat(
         })
         .collect();
     let lease_expires_at = now + state.config.lease_timeout.as_millis() as i64;
-    if request.draining && !session.record.drain {
-        state
-            .store
-            .set_worker_drain(&session.record.worker_id, true)
-            .await?;
+    if request.draining {
+        if !session.record.drain {
+            state
+                .store
+                .set_worker_drain(&session.record.worker_id, true)
+                .await?;
+        }
+        // The launcher is leaving and waits for its open poll to answer
+        // before it exits: answer it now, even when an operator had drained
+        // the worker already (the poll then sleeps without looking for work).
         state.signals.instruct_worker(&session.record.worker_id);
     }
     let renewal = state
