@@ -2,7 +2,7 @@
 //! logs, timeouts, stop, and the final report.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,6 +160,19 @@ pub async fn execute(
 
 pub(crate) struct Abandoned;
 
+/// Creates the run's workspace and its (empty) log spool.
+pub(crate) fn prepare(workspace: &Path, spool_path: &Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(workspace)
+        .and_then(|_| std::fs::create_dir_all(spool_path.parent().expect("spool has a parent")))
+        .and_then(|_| std::fs::File::create(spool_path))
+        .map_err(|error| {
+            format!(
+                "the launcher cannot prepare the workspace {}: {error}",
+                workspace.display()
+            )
+        })
+}
+
 /// The run's workspace and log spool on this host. Keyed by lease: a plan
 /// and an apply of one run never share either.
 pub(crate) fn paths(config: &Config, lease: &RunLease) -> (PathBuf, PathBuf) {
@@ -176,8 +189,8 @@ async fn execute_in(
     ctx: &RunContext,
     lease: &RunLease,
     control: &mut mpsc::UnboundedReceiver<Control>,
-    workspace: &PathBuf,
-    spool_path: &PathBuf,
+    workspace: &Path,
+    spool_path: &Path,
 ) -> Result<(), Abandoned> {
     let run_id = lease.run_id.as_str();
     let config = &ctx.config;
@@ -186,18 +199,9 @@ async fn execute_in(
         return crate::phases::execute(ctx, lease, job, control, workspace, spool_path).await;
     }
 
-    let prepared = std::fs::create_dir_all(workspace)
-        .and_then(|_| std::fs::create_dir_all(spool_path.parent().expect("spool has a parent")))
-        .and_then(|_| std::fs::File::create(spool_path));
-    let spool_file = match prepared {
+    let spool_file = match prepare(workspace, spool_path) {
         Ok(file) => file,
-        Err(error) => {
-            let reason = format!(
-                "the launcher cannot prepare the workspace {}: {error}",
-                workspace.display()
-            );
-            return finish(ctx, lease, 0, Ending::failed(reason)).await;
-        }
+        Err(reason) => return finish(ctx, lease, 0, Ending::failed(reason)).await,
     };
 
     let report = with_retry(
@@ -229,7 +233,7 @@ async fn execute_in(
         lease_id: lease.lease_id.clone(),
         command: lease.command.clone(),
         env,
-        workspace: workspace.clone(),
+        workspace: workspace.to_path_buf(),
         image: lease.image.clone(),
     };
 

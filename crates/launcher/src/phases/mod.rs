@@ -77,18 +77,9 @@ pub(crate) async fn execute(
     workspace: &Path,
     spool_path: &Path,
 ) -> Result<(), Abandoned> {
-    let spool_file = std::fs::create_dir_all(workspace)
-        .and_then(|_| std::fs::create_dir_all(spool_path.parent().expect("spool has a parent")))
-        .and_then(|_| std::fs::File::create(spool_path));
-    let spool_file = match spool_file {
+    let spool_file = match crate::run::prepare(workspace, spool_path) {
         Ok(file) => file,
-        Err(error) => {
-            let reason = format!(
-                "the launcher cannot prepare the workspace {}: {error}",
-                workspace.display()
-            );
-            return report_end(ctx, lease, None, 0, Ending::failed(reason)).await;
-        }
+        Err(reason) => return report_end(ctx, lease, None, 0, Ending::failed(reason)).await,
     };
     let launcher_env: BTreeMap<String, String> = std::env::vars().collect();
     let secrets = workspace::secrets(job, &ctx.config.private_key);

@@ -118,14 +118,7 @@ impl WorkerStore for SqliteStore {
         if resumed.rows_affected() == 0 {
             return Ok(None);
         }
-        sqlx::query(
-            "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)",
-        )
-        .bind(&session.token_hash)
-        .bind(&session.worker_id)
-        .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, session).await?;
         tx.commit().await?;
         worker_by_id(&self.writer, &session.worker_id).await
     }
@@ -137,14 +130,7 @@ impl WorkerStore for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)",
-        )
-        .bind(&session.token_hash)
-        .bind(&session.worker_id)
-        .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, session).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -228,4 +214,18 @@ impl WorkerStore for SqliteStore {
         .await?;
         Ok(rows.iter().map(worker_from_row).collect())
     }
+}
+
+/// Stores a worker's session (its token's hash only).
+async fn insert_session(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    session: &NewSession,
+) -> Result<()> {
+    sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)")
+        .bind(&session.token_hash)
+        .bind(&session.worker_id)
+        .bind(session.expires_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
