@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gantry_pki::at_rest::SecretsKeyring;
-use gantry_store::sqlite::SqliteStore;
+use gantry_store::SqlStore;
 
 /// The environment variable holding the keyring itself.
 pub const SECRETS_KEY_ENV: &str = "GANTRY_SECRETS_KEY";
@@ -114,9 +114,9 @@ pub async fn open_store(
     data_dir: &Path,
     source: &SecretsKeySource,
     generate: bool,
-) -> anyhow::Result<SqliteStore> {
+) -> anyhow::Result<SqlStore> {
     let keyring = source.load(data_dir, generate)?;
-    SqliteStore::open(data_dir, keyring).await.with_context(|| {
+    SqlStore::open_sqlite(data_dir, keyring).await.with_context(|| {
         format!(
             "--data-dir {}: cannot open the database",
             data_dir.display()

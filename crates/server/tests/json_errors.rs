@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use gantry_pki::at_rest::SecretsKeyring;
 use gantry_server::{AppState, ServerConfig};
-use gantry_store::sqlite::SqliteStore;
+use gantry_store::SqlStore;
 use gantry_store::Store;
 use serde_json::Value;
 use sha2::Digest;
@@ -26,7 +26,7 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let keyring = SecretsKeyring::parse(&SecretsKeyring::generate_key()).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), keyring).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path(), keyring).await.unwrap());
     let hash = hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()));
     store.insert_api_token("admin", &hash, 0).await.unwrap();
     let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().into());

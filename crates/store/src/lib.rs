@@ -2,11 +2,10 @@
 //!
 //! The control plane talks to its database only through the [`Store`] trait.
 //! The trait speaks the domain (claim a run, renew leases, put a log chunk),
-//! never SQL. The one implementation today is SQLite ([`sqlite`]), which
-//! makes those operations atomic with a single writer connection. The trait
-//! is shaped so that another engine could be added and make them atomic its
-//! own way (PostgreSQL, say, with row locks so several replicas share one
-//! database); none exists yet.
+//! never SQL. Its one implementation, [`SqlStore`] ([`sql`]), runs the same
+//! queries on SQLite (the default: one process, one file, one writer) or on
+//! PostgreSQL (several control-plane replicas on one database, with row
+//! locks); each engine makes the operations atomic its own way.
 //!
 //! Invariants every implementation keeps:
 //! - a READY run is claimed by at most one worker, and gets a fresh lease ID;
@@ -18,13 +17,14 @@
 //!   a different one is a conflict.
 
 mod records;
-pub mod sqlite;
+pub mod sql;
 mod stack_store;
 
 use async_trait::async_trait;
 use gantry_wire::run::RunState;
 
 pub use records::*;
+pub use sql::{Engine, SqlStore};
 pub use stack_store::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

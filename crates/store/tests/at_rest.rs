@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use gantry_pki::at_rest::SecretsKeyring;
-use gantry_store::sqlite::SqliteStore;
+use gantry_store::SqlStore;
 use gantry_store::{
     NewPool, NewStateVersion, PoolKey, PoolStore, StackRecord, StackStore, StateStore, StoreError,
 };
@@ -33,7 +33,7 @@ fn disk_holds(dir: &Path, needle: &str) -> bool {
     })
 }
 
-async fn seed(store: &SqliteStore) -> String {
+async fn seed(store: &SqlStore) -> String {
     let pool = store
         .create_pool(
             &NewPool {
@@ -83,7 +83,7 @@ fn state(serial: i64) -> NewStateVersion {
     }
 }
 
-async fn assert_readable(store: &SqliteStore, stack_id: &str) {
+async fn assert_readable(store: &SqlStore, stack_id: &str) {
     let stack = store.find_stack("web").await.unwrap().unwrap();
     assert_eq!(stack.secret_env["TOKEN"], SECRET);
     let (version, data) = store.current_state(stack_id).await.unwrap().unwrap();
@@ -93,7 +93,7 @@ async fn assert_readable(store: &SqliteStore, stack_id: &str) {
     assert_eq!(first, STATE.as_bytes());
 }
 
-fn under(usage: &[gantry_store::sqlite::SecretsUsage], key: &str) -> u64 {
+fn under(usage: &[gantry_store::sql::SecretsUsage], key: &str) -> u64 {
     usage
         .iter()
         .filter(|u| u.key_id.as_deref() == Some(key))
@@ -107,7 +107,7 @@ async fn secrets_are_encrypted_on_disk_and_rotate_to_a_new_key() {
     let old = SecretsKeyring::generate_key();
     let new = SecretsKeyring::generate_key();
 
-    let store = SqliteStore::open(dir.path(), keyring(&[&old]))
+    let store = SqlStore::open_sqlite(dir.path(), keyring(&[&old]))
         .await
         .unwrap();
     let stack_id = seed(&store).await;
@@ -122,7 +122,7 @@ async fn secrets_are_encrypted_on_disk_and_rotate_to_a_new_key() {
     assert!(!disk_holds(dir.path(), "state-held-password"));
 
     // Without the old key the store refuses to start, naming the key.
-    let Err(err) = SqliteStore::open(dir.path(), keyring(&[&new])).await else {
+    let Err(err) = SqlStore::open_sqlite(dir.path(), keyring(&[&new])).await else {
         panic!("opened without the key its values are under");
     };
     assert!(matches!(err, StoreError::SecretsKey(_)), "{err}");
@@ -130,7 +130,7 @@ async fn secrets_are_encrypted_on_disk_and_rotate_to_a_new_key() {
     assert!(!err.to_string().contains(&old), "the key leaked: {err}");
 
     // New key first, old key second: everything reads; rotation moves it all.
-    let store = SqliteStore::open(dir.path(), keyring(&[&new, &old]))
+    let store = SqlStore::open_sqlite(dir.path(), keyring(&[&new, &old]))
         .await
         .unwrap();
     assert_readable(&store, &stack_id).await;
@@ -146,7 +146,7 @@ async fn secrets_are_encrypted_on_disk_and_rotate_to_a_new_key() {
     drop(store);
 
     // The old key can go.
-    let store = SqliteStore::open(dir.path(), keyring(&[&new]))
+    let store = SqlStore::open_sqlite(dir.path(), keyring(&[&new]))
         .await
         .unwrap();
     assert_readable(&store, &stack_id).await;
@@ -156,7 +156,7 @@ async fn secrets_are_encrypted_on_disk_and_rotate_to_a_new_key() {
 async fn seeded() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let key = SecretsKeyring::generate_key();
-    let store = SqliteStore::open(dir.path(), keyring(&[&key]))
+    let store = SqlStore::open_sqlite(dir.path(), keyring(&[&key]))
         .await
         .unwrap();
     let stack_id = seed(&store).await;
@@ -188,7 +188,7 @@ async fn values_stored_in_clear_are_encrypted_at_open() {
         .unwrap();
     raw.close().await;
 
-    let store = SqliteStore::open(dir.path(), keyring(&[&key]))
+    let store = SqlStore::open_sqlite(dir.path(), keyring(&[&key]))
         .await
         .unwrap();
     let usage = store.secrets_usage().await.unwrap();
@@ -209,7 +209,7 @@ async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
     .unwrap();
     raw.close().await;
 
-    let store = SqliteStore::open(dir.path(), keyring(&[&key]))
+    let store = SqlStore::open_sqlite(dir.path(), keyring(&[&key]))
         .await
         .unwrap();
     let err = store.current_state(&stack_id).await.unwrap_err();

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use gantry_store::sqlite::SqliteStore;
+use gantry_store::SqlStore;
 use gantry_store::{
     HeldLeaseRef, LockResult, LogStore, NewStateVersion, RunRecord, RunStore, StackRecord,
     StackStore, StateStore, StoreError,
@@ -21,7 +21,7 @@ const LEASE: i64 = 30_000;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    store: SqliteStore,
+    store: SqlStore,
     pool_id: String,
     stack: StackRecord,
 }

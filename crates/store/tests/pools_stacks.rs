@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use gantry_store::sqlite::SqliteStore;
+use gantry_store::SqlStore;
 use gantry_store::{
     NewSession, NewWorker, PoolStore, RunRecord, RunStore, SealedToPool, StackRecord, StackStore,
     StoreError, WorkerStore,
@@ -18,7 +18,7 @@ use common::key;
 
 struct Seeded {
     _dir: tempfile::TempDir,
-    store: SqliteStore,
+    store: SqlStore,
     pool_id: String,
     worker_id: String,
 }

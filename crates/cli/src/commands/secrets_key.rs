@@ -56,7 +56,7 @@ struct KeyringReport {
     current_key: String,
     keys: Vec<KeyReport>,
     /// Values per column and key; `key_id` null means stored in clear.
-    values: Vec<gantry_store::sqlite::SecretsUsage>,
+    values: Vec<gantry_store::sql::SecretsUsage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reencrypted: Option<u64>,
 }

@@ -3,15 +3,15 @@
 #![allow(dead_code)]
 
 use gantry_pki::at_rest::SecretsKeyring;
-use gantry_store::sqlite::SqliteStore;
+use gantry_store::SqlStore;
 use gantry_store::{NewPool, PoolKey, PoolRecord, PoolStore};
 
 /// A store in a new temporary directory, under a new key; keep the
 /// directory as long as the store.
-pub async fn store() -> (tempfile::TempDir, SqliteStore) {
+pub async fn store() -> (tempfile::TempDir, SqlStore) {
     let dir = tempfile::tempdir().unwrap();
     let keyring = SecretsKeyring::parse(&SecretsKeyring::generate_key()).unwrap();
-    let store = SqliteStore::open(dir.path(), keyring).await.unwrap();
+    let store = SqlStore::open_sqlite(dir.path(), keyring).await.unwrap();
     (dir, store)
 }
 
@@ -25,7 +25,7 @@ pub fn key(fingerprint: &str) -> PoolKey {
 }
 
 /// A pool named `name` under `key`.
-pub async fn pool(store: &SqliteStore, name: &str, key: PoolKey) -> PoolRecord {
+pub async fn pool(store: &SqlStore, name: &str, key: PoolKey) -> PoolRecord {
     store
         .create_pool(
             &NewPool {

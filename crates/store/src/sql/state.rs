@@ -2,17 +2,17 @@
 
 use async_trait::async_trait;
 use gantry_pki::at_rest::SecretsKeyring;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use super::at_rest::STATE;
 use super::runs::{end_run_in_tx, run_by_id, run_from_row, HELD};
-use super::SqliteStore;
+use super::{lock, SqlStore};
 use crate::{
     LockResult, NewStateVersion, Result, RunRecord, StateStore, StateVersionRecord, StoreError,
 };
 
-fn version_from_row(row: &SqliteRow) -> StateVersionRecord {
+fn version_from_row(row: &AnyRow) -> StateVersionRecord {
     StateVersionRecord {
         version: row.get("version"),
         serial: row.get("serial"),
@@ -24,12 +24,12 @@ fn version_from_row(row: &SqliteRow) -> StateVersionRecord {
     }
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// A version row with its state, decrypted.
     fn version_with_data(
         &self,
         stack_id: &str,
-        row: &SqliteRow,
+        row: &AnyRow,
     ) -> Result<(StateVersionRecord, Vec<u8>)> {
         let record = version_from_row(row);
         let context = STATE.context(&[stack_id, &record.version.to_string()]);
@@ -40,16 +40,17 @@ impl SqliteStore {
 
 /// Inserts the stack's next state version, encrypted at rest.
 async fn insert_version(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     keyring: &SecretsKeyring,
     stack_id: &str,
     state: &NewStateVersion,
     now: i64,
 ) -> Result<StateVersionRecord> {
-    // The single writer makes this read-then-insert race-free; the version
-    // is needed up front because the ciphertext is bound to it.
+    // The caller holds the stack's lock (or SQLite's single writer), which
+    // makes this read-then-insert race-free; the version is needed up front
+    // because the ciphertext is bound to it.
     let version: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = ?",
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM state_versions WHERE stack_id = $1",
     )
     .bind(stack_id)
     .fetch_one(&mut **tx)
@@ -57,7 +58,7 @@ async fn insert_version(
     let context = STATE.context(&[stack_id, &version.to_string()]);
     let row = sqlx::query(
             "INSERT INTO state_versions (stack_id, version, serial, lineage, resources, sha256, data, run_id, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              RETURNING *",
         )
         .bind(stack_id)
@@ -75,10 +76,10 @@ async fn insert_version(
 }
 
 #[async_trait]
-impl StateStore for SqliteStore {
+impl StateStore for SqlStore {
     async fn current_state(&self, stack_id: &str) -> Result<Option<(StateVersionRecord, Vec<u8>)>> {
         let row = sqlx::query(
-            "SELECT * FROM state_versions WHERE stack_id = ? ORDER BY version DESC LIMIT 1",
+            "SELECT * FROM state_versions WHERE stack_id = $1 ORDER BY version DESC LIMIT 1",
         )
         .bind(stack_id)
         .fetch_optional(&self.writer)
@@ -95,8 +96,9 @@ impl StateStore for SqliteStore {
         now: i64,
     ) -> Result<StateVersionRecord> {
         let mut tx = self.writer.begin().await?;
+        lock::stack(&mut tx, stack_id).await?;
         let held: Option<String> =
-            sqlx::query_scalar("SELECT lock_id FROM state_locks WHERE stack_id = ?")
+            sqlx::query_scalar("SELECT lock_id FROM state_locks WHERE stack_id = $1")
                 .bind(stack_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -128,8 +130,9 @@ impl StateStore for SqliteStore {
         now: i64,
     ) -> Result<LockResult> {
         let mut tx = self.writer.begin().await?;
+        lock::stack(&mut tx, stack_id).await?;
         let inserted = sqlx::query(
-            "INSERT INTO state_locks (stack_id, lock_id, info, run_id, created_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO state_locks (stack_id, lock_id, info, run_id, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (stack_id) DO NOTHING",
         )
         .bind(stack_id)
@@ -143,7 +146,7 @@ impl StateStore for SqliteStore {
             tx.commit().await?;
             return Ok(LockResult::Done);
         }
-        let info: String = sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = ?")
+        let info: String = sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = $1")
             .bind(stack_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -152,8 +155,9 @@ impl StateStore for SqliteStore {
 
     async fn unlock_state(&self, stack_id: &str, lock_id: &str, force: bool) -> Result<LockResult> {
         let mut tx = self.writer.begin().await?;
+        lock::stack(&mut tx, stack_id).await?;
         let held: Option<(String, String)> =
-            sqlx::query_as("SELECT lock_id, info FROM state_locks WHERE stack_id = ?")
+            sqlx::query_as("SELECT lock_id, info FROM state_locks WHERE stack_id = $1")
                 .bind(stack_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -161,7 +165,7 @@ impl StateStore for SqliteStore {
             None => Ok(LockResult::NotLocked),
             Some((held, info)) if held != lock_id && !force => Ok(LockResult::Held { info }),
             Some(_) => {
-                sqlx::query("DELETE FROM state_locks WHERE stack_id = ?")
+                sqlx::query("DELETE FROM state_locks WHERE stack_id = $1")
                     .bind(stack_id)
                     .execute(&mut *tx)
                     .await?;
@@ -173,7 +177,7 @@ impl StateStore for SqliteStore {
 
     async fn state_lock(&self, stack_id: &str) -> Result<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = ?")
+            sqlx::query_scalar("SELECT info FROM state_locks WHERE stack_id = $1")
                 .bind(stack_id)
                 .fetch_optional(&self.writer)
                 .await?,
@@ -188,8 +192,9 @@ impl StateStore for SqliteStore {
         now: i64,
     ) -> Result<StateVersionRecord> {
         let mut tx = self.writer.begin().await?;
+        lock::run(&mut tx, run_id).await?;
         let stack_id: Option<Option<String>> = sqlx::query_scalar(&format!(
-            "SELECT stack_id FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
+            "SELECT stack_id FROM runs WHERE id = $1 AND lease_id = $2 AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
@@ -204,8 +209,9 @@ impl StateStore for SqliteStore {
             }
             None => return Err(super::runs::fenced_error(&mut tx, run_id).await),
         };
+        lock::stack(&mut tx, &stack_id).await?;
         let lock: Option<Option<String>> =
-            sqlx::query_scalar("SELECT run_id FROM state_locks WHERE stack_id = ?")
+            sqlx::query_scalar("SELECT run_id FROM state_locks WHERE stack_id = $1")
                 .bind(&stack_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -219,7 +225,7 @@ impl StateStore for SqliteStore {
         }
         let current = sqlx::query(
             "SELECT version, serial, lineage, resources, sha256, run_id, created_at
-             FROM state_versions WHERE stack_id = ? ORDER BY version DESC LIMIT 1",
+             FROM state_versions WHERE stack_id = $1 ORDER BY version DESC LIMIT 1",
         )
         .bind(&stack_id)
         .fetch_optional(&mut *tx)
@@ -243,7 +249,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn lost_run(&self, stack_id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query("SELECT * FROM runs WHERE stack_id = ? AND state = 'LOST'")
+        let row = sqlx::query("SELECT * FROM runs WHERE stack_id = $1 AND state = 'LOST'")
             .bind(stack_id)
             .fetch_optional(&self.reader)
             .await?;
@@ -257,8 +263,9 @@ impl StateStore for SqliteStore {
         now: i64,
     ) -> Result<Option<RunRecord>> {
         let mut tx = self.writer.begin().await?;
+        lock::runs_where(&mut tx, "stack_id = $1 AND state = 'LOST'", stack_id).await?;
         let run_id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM runs WHERE stack_id = ? AND state = 'LOST'")
+            sqlx::query_scalar("SELECT id FROM runs WHERE stack_id = $1 AND state = 'LOST'")
                 .bind(stack_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -274,7 +281,7 @@ impl StateStore for SqliteStore {
     async fn state_versions(&self, stack_id: &str) -> Result<Vec<StateVersionRecord>> {
         let rows = sqlx::query(
             "SELECT version, serial, lineage, resources, sha256, run_id, created_at
-             FROM state_versions WHERE stack_id = ? ORDER BY version",
+             FROM state_versions WHERE stack_id = $1 ORDER BY version",
         )
         .bind(stack_id)
         .fetch_all(&self.reader)
@@ -287,7 +294,7 @@ impl StateStore for SqliteStore {
         stack_id: &str,
         version: i64,
     ) -> Result<Option<(StateVersionRecord, Vec<u8>)>> {
-        let row = sqlx::query("SELECT * FROM state_versions WHERE stack_id = ? AND version = ?")
+        let row = sqlx::query("SELECT * FROM state_versions WHERE stack_id = $1 AND version = $2")
             .bind(stack_id)
             .bind(version)
             .fetch_optional(&self.reader)

@@ -1,19 +1,18 @@
-use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use std::collections::HashMap;
 
-use super::{from_json, new_id, to_json, SqliteStore};
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Row, AnyPool};
+
+use super::runs::LEASED;
+use super::{from_json, new_id, to_json, SqlStore};
 use crate::{NewSession, NewWorker, Result, SessionRecord, StoreError, WorkerRecord, WorkerStore};
 
-const SELECT_WORKER: &str = "
-    SELECT w.*, p.name AS pool_name,
-        (SELECT json_group_array(r.id) FROM runs r
-          WHERE r.worker_id = w.id AND r.state IN ('PREPARING','INITIALIZING','PLANNING','CONFIRMED','APPLYING')) AS running
-    FROM workers w JOIN pools p ON p.id = w.pool_id";
+const SELECT_WORKER: &str = "SELECT w.*, p.name AS pool_name FROM workers w JOIN pools p ON p.id = w.pool_id";
 
-fn worker_from_row(row: &SqliteRow) -> WorkerRecord {
+/// A worker's `running` is filled in by [`with_running`].
+fn worker_from_row(row: &AnyRow) -> WorkerRecord {
     let tags: String = row.get("tags");
-    let running: String = row.get("running");
     WorkerRecord {
         id: row.get("id"),
         pool_id: row.get("pool_id"),
@@ -26,26 +25,47 @@ fn worker_from_row(row: &SqliteRow) -> WorkerRecord {
         registered_at: row.get("registered_at"),
         last_seen: row.get("last_seen"),
         gone_at: row.get("gone_at"),
-        running: from_json(&running),
+        running: Vec::new(),
     }
 }
 
-async fn worker_by_id(pool: &SqlitePool, worker_id: &str) -> Result<Option<WorkerRecord>> {
-    let row = sqlx::query(&format!("{SELECT_WORKER} WHERE w.id = ?"))
+/// Fills in the runs each worker holds a lease on, in one query for all.
+async fn with_running(pool: &AnyPool, mut workers: Vec<WorkerRecord>) -> Result<Vec<WorkerRecord>> {
+    if workers.is_empty() {
+        return Ok(workers);
+    }
+    let leased: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT worker_id, id FROM runs WHERE state IN {LEASED} AND worker_id IS NOT NULL ORDER BY seq"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut by_worker: HashMap<String, Vec<String>> = HashMap::new();
+    for (worker_id, run_id) in leased {
+        by_worker.entry(worker_id).or_default().push(run_id);
+    }
+    for worker in &mut workers {
+        worker.running = by_worker.remove(&worker.id).unwrap_or_default();
+    }
+    Ok(workers)
+}
+
+async fn worker_by_id(pool: &AnyPool, worker_id: &str) -> Result<Option<WorkerRecord>> {
+    let row = sqlx::query(&format!("{SELECT_WORKER} WHERE w.id = $1"))
         .bind(worker_id)
         .fetch_optional(pool)
         .await?;
-    Ok(row.map(|r| worker_from_row(&r)))
+    let workers = with_running(pool, row.iter().map(worker_from_row).collect()).await?;
+    Ok(workers.into_iter().next())
 }
 
 #[async_trait]
-impl WorkerStore for SqliteStore {
+impl WorkerStore for SqlStore {
     async fn use_nonce(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool> {
-        sqlx::query("DELETE FROM registration_nonces WHERE expires_at < ?")
+        sqlx::query("DELETE FROM registration_nonces WHERE expires_at < $1")
             .bind(now)
             .execute(&self.writer)
             .await?;
-        let inserted = sqlx::query("INSERT INTO registration_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        let inserted = sqlx::query("INSERT INTO registration_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(nonce)
             .bind(expires_at)
             .execute(&self.writer)
@@ -67,7 +87,7 @@ impl WorkerStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO workers (id, pool_id, pool_generation, version, hostname, tags, max_concurrent_runs, registered_at, last_seen)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(&worker.pool_id)
@@ -81,7 +101,7 @@ impl WorkerStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)",
+            "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES ($1, $2, $3)",
         )
         .bind(&session.token_hash)
         .bind(&id)
@@ -102,8 +122,8 @@ impl WorkerStore for SqliteStore {
     ) -> Result<Option<WorkerRecord>> {
         let mut tx = self.writer.begin().await?;
         let resumed = sqlx::query(
-            "UPDATE workers SET version = ?, hostname = ?, tags = ?, max_concurrent_runs = ?, last_seen = ?
-             WHERE id = ? AND pool_id = ? AND pool_generation = ? AND gone_at IS NULL",
+            "UPDATE workers SET version = $1, hostname = $2, tags = $3, max_concurrent_runs = $4, last_seen = $5
+             WHERE id = $6 AND pool_id = $7 AND pool_generation = $8 AND gone_at IS NULL",
         )
         .bind(&worker.version)
         .bind(&worker.hostname)
@@ -125,7 +145,7 @@ impl WorkerStore for SqliteStore {
 
     async fn add_session(&self, session: &NewSession, now: i64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM worker_sessions WHERE worker_id = ? AND expires_at < ?")
+        sqlx::query("DELETE FROM worker_sessions WHERE worker_id = $1 AND expires_at < $2")
             .bind(&session.worker_id)
             .bind(now)
             .execute(&mut *tx)
@@ -141,7 +161,7 @@ impl WorkerStore for SqliteStore {
              FROM worker_sessions s
              JOIN workers w ON w.id = s.worker_id
              JOIN pools p ON p.id = w.pool_id
-             WHERE s.token_hash = ? AND s.expires_at > ? AND w.gone_at IS NULL AND w.pool_generation = p.generation",
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND w.gone_at IS NULL AND w.pool_generation = p.generation",
         )
         .bind(token_hash)
         .bind(now)
@@ -158,7 +178,7 @@ impl WorkerStore for SqliteStore {
     }
 
     async fn touch_worker(&self, worker_id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE workers SET last_seen = ? WHERE id = ?")
+        sqlx::query("UPDATE workers SET last_seen = $1 WHERE id = $2")
             .bind(now)
             .bind(worker_id)
             .execute(&self.writer)
@@ -167,7 +187,7 @@ impl WorkerStore for SqliteStore {
     }
 
     async fn set_worker_drain(&self, worker_id: &str, drain: bool) -> Result<WorkerRecord> {
-        let updated = sqlx::query("UPDATE workers SET drain = ? WHERE id = ? AND gone_at IS NULL")
+        let updated = sqlx::query("UPDATE workers SET drain = $1 WHERE id = $2 AND gone_at IS NULL")
             .bind(drain as i64)
             .bind(worker_id)
             .execute(&self.writer)
@@ -182,13 +202,13 @@ impl WorkerStore for SqliteStore {
 
     async fn deregister_worker(&self, worker_id: &str, now: i64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE workers SET gone_at = ?, last_seen = ? WHERE id = ?")
+        sqlx::query("UPDATE workers SET gone_at = $1, last_seen = $2 WHERE id = $3")
             .bind(now)
             .bind(now)
             .bind(worker_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM worker_sessions WHERE worker_id = ?")
+        sqlx::query("DELETE FROM worker_sessions WHERE worker_id = $1")
             .bind(worker_id)
             .execute(&mut *tx)
             .await?;
@@ -206,22 +226,22 @@ impl WorkerStore for SqliteStore {
         include_gone: bool,
     ) -> Result<Vec<WorkerRecord>> {
         let rows = sqlx::query(&format!(
-            "{SELECT_WORKER} WHERE (?1 IS NULL OR w.pool_id = ?1) AND (?2 OR w.gone_at IS NULL) ORDER BY w.registered_at"
+            "{SELECT_WORKER} WHERE ($1 IS NULL OR w.pool_id = $1) AND ($2 OR w.gone_at IS NULL) ORDER BY w.registered_at"
         ))
         .bind(pool_id)
         .bind(include_gone)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.iter().map(worker_from_row).collect())
+        with_running(&self.reader, rows.iter().map(worker_from_row).collect()).await
     }
 }
 
 /// Stores a worker's session (its token's hash only).
 async fn insert_session(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     session: &NewSession,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES ($1, $2, $3)")
         .bind(&session.token_hash)
         .bind(&session.worker_id)
         .bind(session.expires_at)

@@ -9,7 +9,7 @@
 use gantry_pki::at_rest::{key_id_of, AtRestError, SecretsKeyring};
 use sqlx::Row;
 
-use super::SqliteStore;
+use super::{Engine, SqlStore};
 use crate::{Result, StoreError};
 
 /// One encrypted column, and how to name a row of it.
@@ -99,6 +99,16 @@ impl SealedColumn {
         String::from_utf8(plain).map_err(|_| self.error(context, AtRestError::Corrupt))
     }
 
+    /// SQL for the first 16 bytes of a stored value: enough for its header.
+    fn head_sql(&self, engine: Engine) -> String {
+        let c = self.column;
+        match (engine, self.text) {
+            (Engine::Sqlite, _) => format!("CAST(substr({c}, 1, 16) AS BLOB)"),
+            (Engine::Postgres, false) => format!("substr({c}, 1, 16)"),
+            (Engine::Postgres, true) => format!("convert_to(substr({c}, 1, 16), 'UTF8')"),
+        }
+    }
+
     fn error(&self, context: &str, error: AtRestError) -> StoreError {
         StoreError::SecretsKey(format!("{context}: {error}"))
     }
@@ -126,14 +136,14 @@ pub struct SecretsUsage {
     pub values: u64,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Counts the encrypted values by column and key.
     pub async fn secrets_usage(&self) -> Result<Vec<SecretsUsage>> {
         let mut usage: Vec<SecretsUsage> = Vec::new();
         for column in ALL {
             let heads: Vec<Vec<u8>> = sqlx::query_scalar(&format!(
-                "SELECT CAST(substr({c}, 1, 16) AS BLOB) FROM {t}",
-                c = column.column,
+                "SELECT {head} FROM {t}",
+                head = column.head_sql(self.engine),
                 t = column.table
             ))
             .fetch_all(&self.writer)
@@ -163,20 +173,20 @@ impl SqliteStore {
     pub async fn reencrypt_secrets(&self, only_clear: bool) -> Result<u64> {
         let mut rewritten = 0;
         for column in ALL {
-            let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(&format!(
-                "SELECT rowid, {ctx}, CAST(substr({c}, 1, 16) AS BLOB) FROM {t}",
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
+                "SELECT {ctx}, {head} FROM {t}",
                 ctx = column.context_sql,
-                c = column.column,
+                head = column.head_sql(self.engine),
                 t = column.table
             ))
             .fetch_all(&self.writer)
             .await?;
-            for (rowid, context, head) in rows {
+            for (context, head) in rows {
                 let done = match column.key_of(&head) {
                     None => false,
                     Some(id) => only_clear || id == self.keyring.current().to_string(),
                 };
-                if !done && self.reencrypt_row(column, rowid, &context).await? {
+                if !done && self.reencrypt_row(column, &context).await? {
                     rewritten += 1;
                 }
             }
@@ -184,16 +194,17 @@ impl SqliteStore {
         Ok(rewritten)
     }
 
-    async fn reencrypt_row(
-        &self,
-        column: &SealedColumn,
-        rowid: i64,
-        context: &str,
-    ) -> Result<bool> {
-        let (c, t) = (column.column, column.table);
+    /// Rows are named by their context, which is unique (it is built from
+    /// the row's key) and the same on both engines.
+    async fn reencrypt_row(&self, column: &SealedColumn, context: &str) -> Result<bool> {
+        let (c, t, ctx) = (column.column, column.table, column.context_sql);
         let mut tx = self.writer.begin().await?;
-        let Some(row) = sqlx::query(&format!("SELECT {c} AS value FROM {t} WHERE rowid = ?"))
-            .bind(rowid)
+        let lock = match self.engine {
+            Engine::Sqlite => "",
+            Engine::Postgres => "FOR UPDATE",
+        };
+        let Some(row) = sqlx::query(&format!("SELECT {c} AS value FROM {t} WHERE {ctx} = $1 {lock}"))
+            .bind(context)
             .fetch_optional(&mut *tx)
             .await?
         else {
@@ -206,9 +217,9 @@ impl SqliteStore {
                 None => stored.clone(),
             };
             let sealed = column.seal_text(&self.keyring, context, &plain);
-            sqlx::query(&format!("UPDATE {t} SET {c} = ? WHERE rowid = ?"))
+            sqlx::query(&format!("UPDATE {t} SET {c} = $1 WHERE {ctx} = $2"))
                 .bind(sealed)
-                .bind(rowid)
+                .bind(context)
                 .execute(&mut *tx)
                 .await?;
         } else {
@@ -218,9 +229,9 @@ impl SqliteStore {
                 None => stored.clone(),
             };
             let sealed = column.seal_blob(&self.keyring, context, &plain);
-            sqlx::query(&format!("UPDATE {t} SET {c} = ? WHERE rowid = ?"))
+            sqlx::query(&format!("UPDATE {t} SET {c} = $1 WHERE {ctx} = $2"))
                 .bind(sealed)
-                .bind(rowid)
+                .bind(context)
                 .execute(&mut *tx)
                 .await?;
         }

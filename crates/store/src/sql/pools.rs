@@ -1,8 +1,9 @@
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{new_id, SqliteStore};
+use super::runs::TERMINAL;
+use super::{lock, new_id, SqlStore};
 use crate::{
     NewPool, PoolKey, PoolRecord, PoolReset, PoolStore, Result, SealedToPool, StackStore,
     StoreError,
@@ -17,7 +18,7 @@ const SELECT_POOL: &str = "
         (SELECT COUNT(*) FROM runs r WHERE r.pool_id = p.id AND r.state IN ('QUEUED', 'READY')) AS queued_count
     FROM pools p";
 
-fn pool_from_row(row: &SqliteRow) -> PoolRecord {
+fn pool_from_row(row: &AnyRow) -> PoolRecord {
     PoolRecord {
         id: row.get("id"),
         name: row.get("name"),
@@ -35,10 +36,10 @@ fn pool_from_row(row: &SqliteRow) -> PoolRecord {
     }
 }
 
-impl SqliteStore {
+impl SqlStore {
     async fn pool_by_id(&self, pool_id: &str) -> Result<PoolRecord> {
         // Read through the writer so a caller sees its own write at once.
-        let row = sqlx::query(&format!("{SELECT_POOL} WHERE p.id = ?"))
+        let row = sqlx::query(&format!("{SELECT_POOL} WHERE p.id = $1"))
             .bind(pool_id)
             .fetch_optional(&self.writer)
             .await?;
@@ -48,12 +49,12 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl PoolStore for SqliteStore {
+impl PoolStore for SqlStore {
     async fn create_pool(&self, pool: &NewPool, now: i64) -> Result<PoolRecord> {
         let id = new_id();
         let inserted = sqlx::query(
             "INSERT INTO pools (id, name, description, public_key_pem, key_fingerprint, credential_hash, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&id)
         .bind(&pool.name)
@@ -81,7 +82,7 @@ impl PoolStore for SqliteStore {
     }
 
     async fn find_pool(&self, id_or_name: &str) -> Result<Option<PoolRecord>> {
-        let row = sqlx::query(&format!("{SELECT_POOL} WHERE p.id = ?1 OR p.name = ?1"))
+        let row = sqlx::query(&format!("{SELECT_POOL} WHERE p.id = $1 OR p.name = $1"))
             .bind(id_or_name)
             .fetch_optional(&self.reader)
             .await?;
@@ -90,7 +91,7 @@ impl PoolStore for SqliteStore {
 
     async fn sealed_to_pool(&self, pool_id: &str) -> Result<Vec<SealedToPool>> {
         let stacks =
-            sqlx::query_as::<_, (String,)>("SELECT id FROM stacks WHERE pool_id = ? ORDER BY name")
+            sqlx::query_as::<_, (String,)>("SELECT id FROM stacks WHERE pool_id = $1 ORDER BY name")
                 .bind(pool_id)
                 .fetch_all(&self.reader)
                 .await?;
@@ -101,7 +102,7 @@ impl PoolStore for SqliteStore {
             };
             let runs: Vec<String> = sqlx::query_scalar(&format!(
                 "SELECT r.id FROM runs r JOIN run_workspaces w ON w.run_id = r.id
-                 WHERE r.stack_id = ? AND r.state IN {AWAITING_APPLY} ORDER BY r.seq"
+                 WHERE r.stack_id = $1 AND r.state IN {AWAITING_APPLY} ORDER BY r.seq"
             ))
             .bind(&stack_id)
             .fetch_all(&self.reader)
@@ -121,8 +122,10 @@ impl PoolStore for SqliteStore {
 
     async fn reset_pool(&self, pool_id: &str, key: &PoolKey, now: i64) -> Result<PoolReset> {
         let mut tx = self.writer.begin().await?;
+        lock::pool(&mut tx, pool_id).await?;
+        lock::runs_where(&mut tx, &format!("pool_id = $1 AND state NOT IN {TERMINAL}"), pool_id).await?;
         let old_fingerprint: Option<String> =
-            sqlx::query_scalar("SELECT key_fingerprint FROM pools WHERE id = ?")
+            sqlx::query_scalar("SELECT key_fingerprint FROM pools WHERE id = $1")
                 .bind(pool_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -136,7 +139,7 @@ impl PoolStore for SqliteStore {
             let runs: Vec<String> = sqlx::query_scalar(&format!(
                 "SELECT r.id FROM runs r JOIN run_workspaces w ON w.run_id = r.id
                  JOIN stacks s ON s.id = r.stack_id
-                 WHERE s.pool_id = ? AND r.state IN {AWAITING_APPLY} ORDER BY r.seq"
+                 WHERE s.pool_id = $1 AND r.state IN {AWAITING_APPLY} ORDER BY r.seq"
             ))
             .bind(pool_id)
             .fetch_all(&mut *tx)
@@ -158,8 +161,8 @@ impl PoolStore for SqliteStore {
             }
         }
         let updated = sqlx::query(
-            "UPDATE pools SET public_key_pem = ?, key_fingerprint = ?, credential_hash = ?, generation = generation + 1
-             WHERE id = ?",
+            "UPDATE pools SET public_key_pem = $1, key_fingerprint = $2, credential_hash = $3, generation = generation + 1
+             WHERE id = $4",
         )
         .bind(&key.public_key_pem)
         .bind(&key.key_fingerprint)
@@ -170,7 +173,7 @@ impl PoolStore for SqliteStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("pool {pool_id}")));
         }
-        sqlx::query("DELETE FROM worker_sessions WHERE worker_id IN (SELECT id FROM workers WHERE pool_id = ?)")
+        sqlx::query("DELETE FROM worker_sessions WHERE worker_id IN (SELECT id FROM workers WHERE pool_id = $1)")
             .bind(pool_id)
             .execute(&mut *tx)
             .await?;
@@ -182,7 +185,7 @@ impl PoolStore for SqliteStore {
     }
 
     async fn cycle_pool(&self, pool_id: &str, now: i64) -> Result<PoolRecord> {
-        let updated = sqlx::query("UPDATE pools SET cycled_at = ? WHERE id = ?")
+        let updated = sqlx::query("UPDATE pools SET cycled_at = $1 WHERE id = $2")
             .bind(now)
             .bind(pool_id)
             .execute(&self.writer)
@@ -195,10 +198,12 @@ impl PoolStore for SqliteStore {
 
     async fn delete_pool(&self, pool_id: &str, force: bool, now: i64) -> Result<Vec<String>> {
         let mut tx = self.writer.begin().await?;
+        lock::pool(&mut tx, pool_id).await?;
+        lock::runs_where(&mut tx, &format!("pool_id = $1 AND state NOT IN {TERMINAL}"), pool_id).await?;
         // Refused whatever `force` says: a stack holds its state history and
         // secrets, which deleting the pool must not take with it.
         let stacks: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM stacks WHERE pool_id = ? ORDER BY name")
+            sqlx::query_scalar("SELECT name FROM stacks WHERE pool_id = $1 ORDER BY name")
                 .bind(pool_id)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -211,7 +216,7 @@ impl PoolStore for SqliteStore {
             )));
         }
         let pending: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, state FROM runs WHERE pool_id = ? AND state NOT IN ('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')",
+            "SELECT id, state FROM runs WHERE pool_id = $1 AND state NOT IN ('FINISHED','FAILED','STOPPED','DISCARDED','CANCELED')",
         )
         .bind(pool_id)
         .fetch_all(&mut *tx)
@@ -240,7 +245,7 @@ impl PoolStore for SqliteStore {
             .await?;
             ended.push(run_id);
         }
-        let deleted = sqlx::query("DELETE FROM pools WHERE id = ?")
+        let deleted = sqlx::query("DELETE FROM pools WHERE id = $1")
             .bind(pool_id)
             .execute(&mut *tx)
             .await?;

@@ -1,11 +1,11 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::SqliteStore;
+use super::{lock, SqlStore};
 use crate::{ChunkWrite, LogChunk, LogStore, Result, StoreError};
 
 #[async_trait]
-impl LogStore for SqliteStore {
+impl LogStore for SqlStore {
     async fn put_log_chunk(
         &self,
         run_id: &str,
@@ -14,8 +14,11 @@ impl LogStore for SqliteStore {
         data: &[u8],
     ) -> Result<ChunkWrite> {
         let mut tx = self.writer.begin().await?;
+        // Shared: uploads of one run's chunks go on side by side; a claim,
+        // which changes the lease, waits for them.
+        lock::run_shared(&mut tx, run_id).await?;
         let existing: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM log_chunks WHERE run_id = ? AND seq = ?")
+            sqlx::query_scalar("SELECT data FROM log_chunks WHERE run_id = $1 AND seq = $2")
                 .bind(run_id)
                 .bind(seq as i64)
                 .fetch_optional(&mut *tx)
@@ -34,7 +37,7 @@ impl LogStore for SqliteStore {
         // ended (a launcher restarted on its work directory uploads what it
         // spooled before it died); chunks are still written once.
         let held: Option<String> =
-            sqlx::query_scalar("SELECT id FROM runs WHERE id = ? AND lease_id = ?")
+            sqlx::query_scalar("SELECT id FROM runs WHERE id = $1 AND lease_id = $2")
                 .bind(run_id)
                 .bind(lease_id)
                 .fetch_optional(&mut *tx)
@@ -42,12 +45,31 @@ impl LogStore for SqliteStore {
         if held.is_none() {
             return Err(StoreError::LeaseLost);
         }
-        sqlx::query("INSERT INTO log_chunks (run_id, seq, data) VALUES (?, ?, ?)")
-            .bind(run_id)
-            .bind(seq as i64)
-            .bind(data)
-            .execute(&mut *tx)
-            .await?;
+        // Two uploads of one chunk at once (a retry racing the original,
+        // through two replicas): one inserts, the other compares.
+        let inserted = sqlx::query(
+            "INSERT INTO log_chunks (run_id, seq, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            let stored: Vec<u8> =
+                sqlx::query_scalar("SELECT data FROM log_chunks WHERE run_id = $1 AND seq = $2")
+                    .bind(run_id)
+                    .bind(seq as i64)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return if stored == data {
+                Ok(ChunkWrite::Duplicate)
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "log chunk {seq} of run {run_id} was already stored with different content"
+                )))
+            };
+        }
         tx.commit().await?;
         Ok(ChunkWrite::Inserted)
     }
@@ -61,7 +83,7 @@ impl LogStore for SqliteStore {
         // Stream rows and stop at the first gap: readers must never skip a
         // chunk that is still being uploaded.
         let rows = sqlx::query(
-            "SELECT seq, data FROM log_chunks WHERE run_id = ? AND seq >= ? ORDER BY seq LIMIT 256",
+            "SELECT seq, data FROM log_chunks WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT 256",
         )
         .bind(run_id)
         .bind(from_seq as i64)
@@ -83,7 +105,7 @@ impl LogStore for SqliteStore {
 
     async fn next_stored_log_seq(&self, run_id: &str, from: u64) -> Result<Option<u64>> {
         let seq: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(seq) FROM log_chunks WHERE run_id = ? AND seq >= ?")
+            sqlx::query_scalar("SELECT MIN(seq) FROM log_chunks WHERE run_id = $1 AND seq >= $2")
                 .bind(run_id)
                 .bind(from.min(i64::MAX as u64) as i64)
                 .fetch_one(&self.reader)
@@ -102,7 +124,7 @@ impl LogStore for SqliteStore {
         // Walks the stored numbers in order, and stops at `limit` gaps: the
         // cost is bounded by what is stored, never by what a caller claims.
         let mut present = sqlx::query_scalar::<_, i64>(
-            "SELECT seq FROM log_chunks WHERE run_id = ? AND seq >= ? AND seq < ? ORDER BY seq",
+            "SELECT seq FROM log_chunks WHERE run_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
         )
         .bind(run_id)
         .bind(from as i64)

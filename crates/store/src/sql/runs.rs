@@ -1,9 +1,9 @@
 use async_trait::async_trait;
 use gantry_wire::run::{RunState, RunType};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
-use super::{from_json, new_id, to_json, SqliteStore};
+use super::{from_json, lock, new_id, to_json, SqlStore};
 use crate::{
     HeldLeaseRef, LeaseRenewal, NewRun, Result, RunEnd, RunFilter, RunRecord, RunStore, StoreError,
     TransitionRecord,
@@ -19,7 +19,7 @@ pub(super) const TERMINAL: &str = "('FINISHED','FAILED','STOPPED','DISCARDED','C
 /// The transition LOST → APPLYING, when the run's own lease is heard again.
 const WORKER_BACK: &str = "its worker is back: the apply goes on";
 
-pub(super) fn run_from_row(row: &SqliteRow) -> RunRecord {
+pub(super) fn run_from_row(row: &AnyRow) -> RunRecord {
     let state: String = row.get("state");
     let run_type: String = row.get("run_type");
     let command: String = row.get("command");
@@ -50,8 +50,8 @@ pub(super) fn run_from_row(row: &SqliteRow) -> RunRecord {
     }
 }
 
-pub(super) async fn run_by_id(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecord> {
-    let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+pub(super) async fn run_by_id(conn: &mut AnyConnection, run_id: &str) -> Result<RunRecord> {
+    let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
         .bind(run_id)
         .fetch_optional(conn)
         .await?;
@@ -60,7 +60,7 @@ pub(super) async fn run_by_id(conn: &mut SqliteConnection, run_id: &str) -> Resu
 }
 
 pub(super) async fn record_transition(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     run_id: &str,
     state: RunState,
     reason: Option<&str>,
@@ -68,7 +68,7 @@ pub(super) async fn record_transition(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO run_transitions (run_id, seq, state, at, reason)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM run_transitions WHERE run_id = ?1), ?2, ?3, ?4)",
+         VALUES ($1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM run_transitions WHERE run_id = $1), $2, $3, $4)",
     )
     .bind(run_id)
     .bind(state.as_str())
@@ -82,7 +82,7 @@ pub(super) async fn record_transition(
 /// Moves a run that has not ended to a terminal state. Returns false when it
 /// had already ended (a terminal state never changes).
 pub(super) async fn end_run_in_tx(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     run_id: &str,
     state: &str,
     exit_code: Option<i32>,
@@ -90,8 +90,8 @@ pub(super) async fn end_run_in_tx(
     now: i64,
 ) -> Result<bool> {
     let updated = sqlx::query(&format!(
-        "UPDATE runs SET state = ?, exit_code = ?, reason = ?, lease_expires_at = NULL, updated_at = ?
-         WHERE id = ? AND state NOT IN {TERMINAL}"
+        "UPDATE runs SET state = $1, exit_code = $2, reason = $3, lease_expires_at = NULL, updated_at = $4
+         WHERE id = $5 AND state NOT IN {TERMINAL}"
     ))
     .bind(state)
     .bind(exit_code)
@@ -110,7 +110,7 @@ pub(super) async fn end_run_in_tx(
 }
 
 /// `LeaseLost` if the run exists, `NotFound` if it does not.
-pub(super) async fn fenced_error(conn: &mut SqliteConnection, run_id: &str) -> StoreError {
+pub(super) async fn fenced_error(conn: &mut AnyConnection, run_id: &str) -> StoreError {
     match run_by_id(conn, run_id).await {
         Ok(_) => StoreError::LeaseLost,
         Err(error) => error,
@@ -118,11 +118,11 @@ pub(super) async fn fenced_error(conn: &mut SqliteConnection, run_id: &str) -> S
 }
 
 #[async_trait]
-impl RunStore for SqliteStore {
+impl RunStore for SqlStore {
     async fn insert_run(&self, run: &NewRun, now: i64) -> Result<RunRecord> {
         let id = new_id();
         let mut tx = self.writer.begin().await?;
-        let pool_name: Option<String> = sqlx::query_scalar("SELECT name FROM pools WHERE id = ?")
+        let pool_name: Option<String> = sqlx::query_scalar("SELECT name FROM pools WHERE id = $1")
             .bind(&run.pool_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -130,7 +130,7 @@ impl RunStore for SqliteStore {
             pool_name.ok_or_else(|| StoreError::NotFound(format!("pool {}", run.pool_id)))?;
         sqlx::query(
             "INSERT INTO runs (id, pool_id, pool_name, run_type, state, command, env, image, created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'READY', ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, 'READY', $5, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(&run.pool_id)
@@ -167,7 +167,7 @@ impl RunStore for SqliteStore {
         // single writer; a run made READY after this look wakes the poller,
         // which then looks again.
         let claimable: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM runs WHERE pool_id = ? AND state IN ('READY', 'CONFIRMED') AND lease_id IS NULL LIMIT 1",
+            "SELECT 1 FROM runs WHERE pool_id = $1 AND state IN ('READY', 'CONFIRMED') AND lease_id IS NULL LIMIT 1",
         )
         .bind(pool_id)
         .fetch_optional(&self.reader)
@@ -176,15 +176,19 @@ impl RunStore for SqliteStore {
             return Ok(claimed);
         }
         let mut tx = self.writer.begin().await?;
+        // PostgreSQL: the oldest claimable row nobody else is taking; a row
+        // another claimer took meanwhile fails the re-check and is skipped.
+        let claim = format!(
+            "UPDATE runs SET state = CASE state WHEN 'CONFIRMED' THEN 'APPLYING' ELSE 'PREPARING' END,
+                worker_id = $1, lease_id = $2, lease_expires_at = $3, updated_at = $4, stop_requested = 0
+             WHERE seq = (SELECT seq FROM runs WHERE pool_id = $5 AND state IN ('READY', 'CONFIRMED')
+                          AND lease_id IS NULL ORDER BY seq LIMIT 1 {skip_locked})
+             RETURNING id, state",
+            skip_locked = lock::skip_locked(&tx)
+        );
         for _ in 0..max {
             let lease_id = new_id();
-            let claimed_run: Option<(String, String)> = sqlx::query_as(
-                "UPDATE runs SET state = CASE state WHEN 'CONFIRMED' THEN 'APPLYING' ELSE 'PREPARING' END,
-                    worker_id = ?, lease_id = ?, lease_expires_at = ?, updated_at = ?, stop_requested = 0
-                 WHERE seq = (SELECT seq FROM runs WHERE pool_id = ? AND state IN ('READY', 'CONFIRMED')
-                              AND lease_id IS NULL ORDER BY seq LIMIT 1)
-                 RETURNING id, state",
-            )
+            let claimed_run: Option<(String, String)> = sqlx::query_as(&claim)
             .bind(worker_id)
             .bind(&lease_id)
             .bind(lease_expires_at)
@@ -211,15 +215,19 @@ impl RunStore for SqliteStore {
         now: i64,
     ) -> Result<LeaseRenewal> {
         let mut renewal = LeaseRenewal::default();
+        // In one order, so that two heartbeats never wait on each other.
+        let mut held: Vec<&HeldLeaseRef> = held.iter().collect();
+        held.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE workers SET last_seen = ? WHERE id = ?")
+        sqlx::query("UPDATE workers SET last_seen = $1 WHERE id = $2")
             .bind(now)
             .bind(worker_id)
             .execute(&mut *tx)
             .await?;
         for lease in held {
+            lock::run(&mut tx, &lease.run_id).await?;
             let state: Option<String> = sqlx::query_scalar(&format!(
-                "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND worker_id = ? AND state IN {HELD}"
+                "SELECT state FROM runs WHERE id = $1 AND lease_id = $2 AND worker_id = $3 AND state IN {HELD}"
             ))
             .bind(&lease.run_id)
             .bind(&lease.lease_id)
@@ -231,9 +239,9 @@ impl RunStore for SqliteStore {
                 continue;
             };
             sqlx::query(
-                "UPDATE runs SET lease_expires_at = ?,
+                "UPDATE runs SET lease_expires_at = $1,
                     state = CASE state WHEN 'LOST' THEN 'APPLYING' ELSE state END
-                 WHERE id = ?",
+                 WHERE id = $2",
             )
             .bind(lease_expires_at)
             .bind(&lease.run_id)
@@ -257,7 +265,7 @@ impl RunStore for SqliteStore {
 
     async fn stop_requests(&self, worker_id: &str) -> Result<Vec<String>> {
         let ids = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE worker_id = ? AND stop_requested = 1 AND state IN {HELD} ORDER BY seq"
+            "SELECT id FROM runs WHERE worker_id = $1 AND stop_requested = 1 AND state IN {HELD} ORDER BY seq"
         ))
         .bind(worker_id)
         .fetch_all(&self.reader)
@@ -273,8 +281,9 @@ impl RunStore for SqliteStore {
         now: i64,
     ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
+        lock::run(&mut tx, run_id).await?;
         let previous: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
+            "SELECT state FROM runs WHERE id = $1 AND lease_id = $2 AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
@@ -284,7 +293,7 @@ impl RunStore for SqliteStore {
             return Err(fenced_error(&mut tx, run_id).await);
         };
         if previous != state.as_str() {
-            sqlx::query("UPDATE runs SET state = ?, updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE runs SET state = $1, updated_at = $2 WHERE id = $3")
                 .bind(state.as_str())
                 .bind(now)
                 .bind(run_id)
@@ -305,8 +314,9 @@ impl RunStore for SqliteStore {
         now: i64,
     ) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
+        lock::run(&mut tx, run_id).await?;
         let held: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT state FROM runs WHERE id = ? AND lease_id = ? AND state IN {HELD}"
+            "SELECT state FROM runs WHERE id = $1 AND lease_id = $2 AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(lease_id)
@@ -342,6 +352,7 @@ impl RunStore for SqliteStore {
 
     async fn request_stop(&self, run_id: &str, now: i64) -> Result<RunRecord> {
         let mut tx = self.writer.begin().await?;
+        lock::run(&mut tx, run_id).await?;
         let run = run_by_id(&mut tx, run_id).await?;
         match run.state {
             RunState::Queued | RunState::Ready | RunState::Confirmed if run.lease_id.is_none() => {
@@ -357,7 +368,7 @@ impl RunStore for SqliteStore {
             }
             state if state.is_held() => {
                 // A LOST run's worker sees the stop if it comes back.
-                sqlx::query("UPDATE runs SET stop_requested = 1, updated_at = ? WHERE id = ?")
+                sqlx::query("UPDATE runs SET stop_requested = 1, updated_at = $1 WHERE id = $2")
                     .bind(now)
                     .bind(run_id)
                     .execute(&mut *tx)
@@ -381,10 +392,13 @@ impl RunStore for SqliteStore {
 
     async fn expire_leases(&self, now: i64) -> Result<Vec<RunRecord>> {
         let mut tx = self.writer.begin().await?;
+        // A run locked by another writer is being heard from or ended right
+        // now: skip it; if it still expired, the next pass takes it.
         let expired: Vec<(String, Option<String>, String, Option<String>)> =
             sqlx::query_as(&format!(
                 "SELECT id, worker_id, state, stack_id FROM runs
-                 WHERE state IN {LEASED} AND lease_expires_at < ?"
+                 WHERE state IN {LEASED} AND lease_expires_at < $1 ORDER BY id {skip_locked}",
+                skip_locked = lock::skip_locked(&tx)
             ))
             .bind(now)
             .fetch_all(&mut *tx)
@@ -401,8 +415,8 @@ impl RunStore for SqliteStore {
                      or an operator gives up on it with `gantry stack state unlock STACK --force`"
                 );
                 sqlx::query(
-                    "UPDATE runs SET state = 'LOST', reason = ?, lease_expires_at = NULL, updated_at = ?
-                     WHERE id = ?",
+                    "UPDATE runs SET state = 'LOST', reason = $1, lease_expires_at = NULL, updated_at = $2
+                     WHERE id = $3",
                 )
                 .bind(&reason)
                 .bind(now)
@@ -426,7 +440,7 @@ impl RunStore for SqliteStore {
 
     async fn extend_leases(&self, at: i64) -> Result<u64> {
         let moved = sqlx::query(&format!(
-            "UPDATE runs SET lease_expires_at = ? WHERE state IN {LEASED} AND lease_expires_at < ?"
+            "UPDATE runs SET lease_expires_at = $1 WHERE state IN {LEASED} AND lease_expires_at < $2"
         ))
         .bind(at)
         .bind(at)
@@ -444,8 +458,9 @@ impl RunStore for SqliteStore {
         now: i64,
     ) -> Result<Option<RunRecord>> {
         let mut tx = self.writer.begin().await?;
+        lock::run(&mut tx, run_id).await?;
         let held: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE id = ? AND pool_id = ? AND lease_id = ? AND state IN {HELD}"
+            "SELECT id FROM runs WHERE id = $1 AND pool_id = $2 AND lease_id = $3 AND state IN {HELD}"
         ))
         .bind(run_id)
         .bind(pool_id)
@@ -462,7 +477,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn find_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
             .bind(run_id)
             .fetch_optional(&self.reader)
             .await?;
@@ -476,8 +491,8 @@ impl RunStore for SqliteStore {
             filter.limit.min(1000)
         };
         let rows = sqlx::query(
-            "SELECT * FROM runs WHERE (?1 IS NULL OR pool_id = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY seq DESC LIMIT ?3",
+            "SELECT * FROM runs WHERE ($1 IS NULL OR pool_id = $1) AND ($2 IS NULL OR state = $2)
+             ORDER BY seq DESC LIMIT $3",
         )
         .bind(filter.pool_id.as_deref())
         .bind(filter.state.map(|s| s.as_str()))
@@ -489,7 +504,7 @@ impl RunStore for SqliteStore {
 
     async fn run_transitions(&self, run_id: &str) -> Result<Vec<TransitionRecord>> {
         let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT state, at, reason FROM run_transitions WHERE run_id = ? ORDER BY seq",
+            "SELECT state, at, reason FROM run_transitions WHERE run_id = $1 ORDER BY seq",
         )
         .bind(run_id)
         .fetch_all(&self.reader)

@@ -1,11 +1,11 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{new_id, SqliteStore};
+use super::{lock, new_id, SqlStore};
 use crate::{ApiTokenRecord, Result, StoreError, TokenStore};
 
 #[async_trait]
-impl TokenStore for SqliteStore {
+impl TokenStore for SqlStore {
     async fn count_api_tokens(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
             .fetch_one(&self.reader)
@@ -21,7 +21,7 @@ impl TokenStore for SqliteStore {
     ) -> Result<ApiTokenRecord> {
         let id = new_id();
         sqlx::query(
-            "INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&id)
         .bind(name)
@@ -39,7 +39,7 @@ impl TokenStore for SqliteStore {
 
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>> {
         let row = sqlx::query(
-            "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+            "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(&self.reader)
@@ -69,12 +69,13 @@ impl TokenStore for SqliteStore {
 
     async fn revoke_api_token(&self, id: &str, now: i64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
+        lock::active_tokens(&mut tx).await?;
         let active: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
                 .fetch_one(&mut *tx)
                 .await?;
         let target: Option<String> =
-            sqlx::query_scalar("SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query_scalar("SELECT id FROM api_tokens WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -86,7 +87,7 @@ impl TokenStore for SqliteStore {
                 "this is the last active API token; create another before revoking it".into(),
             ));
         }
-        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?")
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
