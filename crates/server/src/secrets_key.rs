@@ -116,10 +116,12 @@ pub async fn open_store(
     generate: bool,
 ) -> anyhow::Result<SqlStore> {
     let keyring = source.load(data_dir, generate)?;
-    SqlStore::open_sqlite(data_dir, keyring).await.with_context(|| {
-        format!(
-            "--data-dir {}: cannot open the database",
-            data_dir.display()
-        )
-    })
+    SqlStore::open_sqlite(data_dir, keyring)
+        .await
+        .with_context(|| {
+            format!(
+                "--data-dir {}: cannot open the database",
+                data_dir.display()
+            )
+        })
 }

@@ -203,10 +203,12 @@ impl SqlStore {
             Engine::Sqlite => "",
             Engine::Postgres => "FOR UPDATE",
         };
-        let Some(row) = sqlx::query(&format!("SELECT {c} AS value FROM {t} WHERE {ctx} = $1 {lock}"))
-            .bind(context)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {c} AS value FROM {t} WHERE {ctx} = $1 {lock}"
+        ))
+        .bind(context)
+        .fetch_optional(&mut *tx)
+        .await?
         else {
             return Ok(false); // deleted meanwhile
         };

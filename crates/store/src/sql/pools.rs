@@ -90,11 +90,12 @@ impl PoolStore for SqlStore {
     }
 
     async fn sealed_to_pool(&self, pool_id: &str) -> Result<Vec<SealedToPool>> {
-        let stacks =
-            sqlx::query_as::<_, (String,)>("SELECT id FROM stacks WHERE pool_id = $1 ORDER BY name")
-                .bind(pool_id)
-                .fetch_all(&self.reader)
-                .await?;
+        let stacks = sqlx::query_as::<_, (String,)>(
+            "SELECT id FROM stacks WHERE pool_id = $1 ORDER BY name",
+        )
+        .bind(pool_id)
+        .fetch_all(&self.reader)
+        .await?;
         let mut sealed = Vec::new();
         for (stack_id,) in stacks {
             let Some(stack) = self.find_stack(&stack_id).await? else {
@@ -123,7 +124,12 @@ impl PoolStore for SqlStore {
     async fn reset_pool(&self, pool_id: &str, key: &PoolKey, now: i64) -> Result<PoolReset> {
         let mut tx = self.writer.begin().await?;
         lock::pool(&mut tx, pool_id).await?;
-        lock::runs_where(&mut tx, &format!("pool_id = $1 AND state NOT IN {TERMINAL}"), pool_id).await?;
+        lock::runs_where(
+            &mut tx,
+            &format!("pool_id = $1 AND state NOT IN {TERMINAL}"),
+            pool_id,
+        )
+        .await?;
         let old_fingerprint: Option<String> =
             sqlx::query_scalar("SELECT key_fingerprint FROM pools WHERE id = $1")
                 .bind(pool_id)
@@ -199,7 +205,12 @@ impl PoolStore for SqlStore {
     async fn delete_pool(&self, pool_id: &str, force: bool, now: i64) -> Result<Vec<String>> {
         let mut tx = self.writer.begin().await?;
         lock::pool(&mut tx, pool_id).await?;
-        lock::runs_where(&mut tx, &format!("pool_id = $1 AND state NOT IN {TERMINAL}"), pool_id).await?;
+        lock::runs_where(
+            &mut tx,
+            &format!("pool_id = $1 AND state NOT IN {TERMINAL}"),
+            pool_id,
+        )
+        .await?;
         // Refused whatever `force` says: a stack holds its state history and
         // secrets, which deleting the pool must not take with it.
         let stacks: Vec<String> =

@@ -189,13 +189,13 @@ impl RunStore for SqlStore {
         for _ in 0..max {
             let lease_id = new_id();
             let claimed_run: Option<(String, String)> = sqlx::query_as(&claim)
-            .bind(worker_id)
-            .bind(&lease_id)
-            .bind(lease_expires_at)
-            .bind(now)
-            .bind(pool_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+                .bind(worker_id)
+                .bind(&lease_id)
+                .bind(lease_expires_at)
+                .bind(now)
+                .bind(pool_id)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some((run_id, state)) = claimed_run else {
                 break;
             };

@@ -414,12 +414,14 @@ impl StackStore for SqlStore {
             return Err(fenced_error(&mut tx, run_id).await);
         }
         let context = WORKSPACE.context(&[run_id]);
-        sqlx::query("INSERT INTO run_workspaces (run_id, data) VALUES ($1, $2)
-             ON CONFLICT (run_id) DO UPDATE SET data = excluded.data")
-            .bind(run_id)
-            .bind(WORKSPACE.seal_blob(&self.keyring, &context, data))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO run_workspaces (run_id, data) VALUES ($1, $2)
+             ON CONFLICT (run_id) DO UPDATE SET data = excluded.data",
+        )
+        .bind(run_id)
+        .bind(WORKSPACE.seal_blob(&self.keyring, &context, data))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

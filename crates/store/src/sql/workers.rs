@@ -2,13 +2,14 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::runs::LEASED;
 use super::{from_json, new_id, to_json, SqlStore};
 use crate::{NewSession, NewWorker, Result, SessionRecord, StoreError, WorkerRecord, WorkerStore};
 
-const SELECT_WORKER: &str = "SELECT w.*, p.name AS pool_name FROM workers w JOIN pools p ON p.id = w.pool_id";
+const SELECT_WORKER: &str =
+    "SELECT w.*, p.name AS pool_name FROM workers w JOIN pools p ON p.id = w.pool_id";
 
 /// A worker's `running` is filled in by [`with_running`].
 fn worker_from_row(row: &AnyRow) -> WorkerRecord {
@@ -187,11 +188,12 @@ impl WorkerStore for SqlStore {
     }
 
     async fn set_worker_drain(&self, worker_id: &str, drain: bool) -> Result<WorkerRecord> {
-        let updated = sqlx::query("UPDATE workers SET drain = $1 WHERE id = $2 AND gone_at IS NULL")
-            .bind(drain as i64)
-            .bind(worker_id)
-            .execute(&self.writer)
-            .await?;
+        let updated =
+            sqlx::query("UPDATE workers SET drain = $1 WHERE id = $2 AND gone_at IS NULL")
+                .bind(drain as i64)
+                .bind(worker_id)
+                .execute(&self.writer)
+                .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("worker {worker_id}")));
         }
@@ -241,11 +243,13 @@ async fn insert_session(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     session: &NewSession,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(&session.token_hash)
-        .bind(&session.worker_id)
-        .bind(session.expires_at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO worker_sessions (token_hash, worker_id, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&session.token_hash)
+    .bind(&session.worker_id)
+    .bind(session.expires_at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
