@@ -48,9 +48,14 @@ pub async fn ensure_admin_token(store: &dyn Store, from_env: Option<&str>) -> an
             if token.len() < 16 {
                 anyhow::bail!("GANTRY_ADMIN_TOKEN is {} characters long; use at least 16 (e.g. `openssl rand -hex 32`)", token.len());
             }
-            store
-                .insert_api_token("admin", &hash_secret(token), now_ms())
-                .await?;
+            let hash = hash_secret(token);
+            if let Err(error) = store.insert_api_token("admin", &hash, now_ms()).await {
+                // Another replica, starting at the same moment with the same
+                // environment, installed it first.
+                if store.find_api_token(&hash).await?.is_none() {
+                    return Err(error.into());
+                }
+            }
             tracing::info!("admin API token installed from GANTRY_ADMIN_TOKEN");
         }
         None => {

@@ -6,7 +6,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// SQLite's database, the default keyring and the development TLS CA.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database shared by every replica, instead of SQLite.
+    pub database_url: Option<String>,
     /// The URL launchers and the CLI reach this server at; written into pool
     /// tokens. When unset, the URL a request came in on is used.
     pub public_url: Option<String>,
@@ -34,6 +37,7 @@ impl ServerConfig {
         ServerConfig {
             listen,
             data_dir,
+            database_url: None,
             public_url: None,
             lease_timeout: Duration::from_secs(30),
             max_poll_wait: Duration::from_secs(25),

@@ -14,6 +14,7 @@ mod auth;
 pub mod client_addr;
 mod config;
 mod convert;
+mod duties;
 mod error;
 mod extract;
 mod limiter;
@@ -37,20 +38,30 @@ pub use state::AppState;
 /// Opens the store, makes sure an admin token exists, and serves until
 /// SIGINT or SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    // Owner-only: the database and the default secrets keyring live here.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&config.data_dir)
-        .with_context(|| {
-            format!(
-                "--data-dir {}: cannot create the directory",
-                config.data_dir.display()
-            )
-        })?;
+    let dev_tls = matches!(config.tls, Some(tls::TlsSource::Development { .. }));
+    if config.database_url.is_none() || dev_tls {
+        // Owner-only: the database and the default secrets keyring live here.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .with_context(|| {
+                format!(
+                    "--data-dir {}: cannot create the directory",
+                    config.data_dir.display()
+                )
+            })?;
+    }
     raise_open_file_limit();
-    let store: Arc<dyn Store> =
-        Arc::new(secrets_key::open_store(&config.data_dir, &config.secrets_key, true).await?);
+    let store: Arc<dyn Store> = Arc::new(
+        secrets_key::open_store(
+            &config.data_dir,
+            config.database_url.as_deref(),
+            &config.secrets_key,
+            true,
+        )
+        .await?,
+    );
     auth::ensure_admin_token(store.as_ref(), config.admin_token.as_deref()).await?;
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
 
@@ -58,12 +69,16 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
     let state = AppState::new(store, config);
-    tokio::spawn(reaper::run(state.clone()));
+    if let Some(url) = state.config.database_url.clone() {
+        signals::relay_between_replicas(&state.signals, &url).await?;
+    }
+    tokio::spawn(duties::run(state.clone()));
     let app = api::router(state.clone());
     tracing::info!(
         listen = %listener.local_addr()?,
         version = gantry_wire::VERSION,
         tls = state.config.tls.is_some(),
+        database = if state.config.database_url.is_some() { "postgres" } else { "sqlite" },
         lease_timeout = %humantime::format_duration(state.config.lease_timeout),
         "gantry server ready"
     );

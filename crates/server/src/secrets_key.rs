@@ -108,13 +108,28 @@ fn generate_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the SQLite store with the keyring from `source`; a server
+/// Opens the store with the keyring from `source`: on PostgreSQL when a
+/// database URL is given, else on SQLite in `data_dir`, where a server
 /// (`generate`) makes the default keyring at first start.
 pub async fn open_store(
     data_dir: &Path,
+    database_url: Option<&str>,
     source: &SecretsKeySource,
     generate: bool,
 ) -> anyhow::Result<SqlStore> {
+    if let Some(url) = database_url {
+        if matches!(source, SecretsKeySource::DataDir) {
+            bail!(
+                "--database-url: the secrets keyring must be the same on every replica; set \
+                 {SECRETS_KEY_ENV} or --secrets-key-file (a key generated in each data directory \
+                 would differ between replicas)"
+            );
+        }
+        let keyring = source.load(data_dir, false)?;
+        return SqlStore::open_postgres(url, keyring).await.with_context(|| {
+            format!("--database-url {}: cannot open the database", redact_url(url))
+        });
+    }
     let keyring = source.load(data_dir, generate)?;
     SqlStore::open_sqlite(data_dir, keyring)
         .await
@@ -124,4 +139,37 @@ pub async fn open_store(
                 data_dir.display()
             )
         })
+}
+
+/// A database URL fit for messages and logs: any password replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let password = if userinfo.contains(':') { ":***" } else { "" };
+    let path = if rest.contains('/') { format!("/{path}") } else { String::new() };
+    format!("{scheme}://{user}{password}@{host}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_database_password_never_reaches_a_message() {
+        assert_eq!(
+            redact_url("postgres://gantry:s3cret@db:5432/gantry?sslmode=require"),
+            "postgres://gantry:***@db:5432/gantry?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://gantry@db/gantry"),
+            "postgres://gantry@db/gantry"
+        );
+        assert_eq!(redact_url("postgres://db"), "postgres://db");
+    }
 }

@@ -4,22 +4,40 @@
 //! new instruction; a log tail sleeps until its run has a new chunk. These
 //! signals only make waits end early: every waiter re-reads the store after
 //! waking, and every wait also ends on a timeout, so a lost signal costs
-//! latency, never correctness. They are in-process: they work because one
-//! control plane process owns the (SQLite) store. A store shared by several
-//! replicas would have to feed them from the database (e.g. PostgreSQL's
-//! LISTEN/NOTIFY); no such store exists yet.
+//! latency, never correctness.
+//!
+//! Replicas on one PostgreSQL database relay them to each other
+//! ([`relay_between_replicas`]): each signal is also published with
+//! NOTIFY, and each replica applies what the others publish to its own
+//! waiters. A run made READY on one replica thus wakes an idle poller on
+//! another at once. When the listening connection drops, messages may be
+//! lost, so every local waiter is woken to look at the store again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 #[derive(Default)]
 pub struct Signals {
     pools: Keyed,
     workers: Keyed,
     runs: Keyed,
+    /// Set on PostgreSQL: where signals go to reach the other replicas.
+    relay: OnceLock<Relay>,
 }
+
+struct Relay {
+    /// This process's name in messages, to ignore its own.
+    origin: String,
+    outbox: mpsc::UnboundedSender<String>,
+}
+
+/// What a relayed message says (its first letter).
+const POOL: char = 'p';
+const WORKER: char = 'w';
+const RUN: char = 'r';
+const RUN_ENDED: char = 'e';
 
 /// Entries live while someone holds them: every waiter keeps its `Arc`
 /// for the length of its wait, so an entry only the map holds has nobody to
@@ -72,6 +90,13 @@ impl Keyed {
         self.0.lock().expect("signal map lock").entries.remove(key);
     }
 
+    /// Wakes every waiter: after messages may have been lost.
+    fn wake_all(&self) {
+        for notify in self.0.lock().expect("signal map lock").entries.values() {
+            notify.notify_waiters();
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.lock().expect("signal map lock").entries.len()
@@ -85,6 +110,7 @@ impl Signals {
     }
 
     pub fn run_ready(&self, pool_id: &str) {
+        self.publish(POOL, pool_id);
         self.pools.get(pool_id).notify_one();
     }
 
@@ -94,6 +120,11 @@ impl Signals {
     }
 
     pub fn instruct_worker(&self, worker_id: &str) {
+        self.publish(WORKER, worker_id);
+        self.wake_worker(worker_id);
+    }
+
+    fn wake_worker(&self, worker_id: &str) {
         if let Some(notify) = self.workers.existing(worker_id) {
             notify.notify_waiters();
         }
@@ -115,15 +146,114 @@ impl Signals {
     }
 
     pub fn run_changed(&self, run_id: &str) {
+        self.publish(RUN, run_id);
+        self.wake_run(run_id);
+    }
+
+    fn wake_run(&self, run_id: &str) {
         if let Some(notify) = self.runs.existing(run_id) {
             notify.notify_waiters();
         }
     }
 
     pub fn run_ended(&self, run_id: &str) {
-        self.run_changed(run_id);
+        self.publish(RUN_ENDED, run_id);
+        self.end_run(run_id);
+    }
+
+    fn end_run(&self, run_id: &str) {
+        self.wake_run(run_id);
         self.runs.remove(run_id);
     }
+
+    fn publish(&self, kind: char, id: &str) {
+        if let Some(relay) = self.relay.get() {
+            let _ = relay.outbox.send(format!("{}{kind}{id}", relay.origin));
+        }
+    }
+
+    /// Applies a message another replica published (a message is its
+    /// origin, 26 characters, then a kind letter, then an ID).
+    fn apply(&self, message: &str) {
+        let Some(relay) = self.relay.get() else {
+            return;
+        };
+        if message.starts_with(&relay.origin) {
+            return; // our own: already applied here
+        }
+        let Some(body) = message.get(relay.origin.len()..) else {
+            return;
+        };
+        let mut chars = body.chars();
+        let Some(kind) = chars.next() else {
+            return;
+        };
+        let id = chars.as_str();
+        match kind {
+            POOL => self.pools.get(id).notify_one(),
+            WORKER => self.wake_worker(id),
+            RUN => self.wake_run(id),
+            RUN_ENDED => self.end_run(id),
+            _ => {}
+        }
+    }
+
+    fn wake_everyone(&self) {
+        self.pools.wake_all();
+        self.workers.wake_all();
+        self.runs.wake_all();
+    }
+}
+
+/// Relays signals to and from the other replicas on the database at `url`.
+pub async fn relay_between_replicas(signals: &Arc<Signals>, url: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use gantry_store::sql::replicas::Notifications;
+
+    let notifications = Arc::new(
+        Notifications::connect(url)
+            .await
+            .context("--database-url: cannot connect for notifications")?,
+    );
+    let mut subscription = notifications
+        .subscribe()
+        .await
+        .context("--database-url: cannot LISTEN")?;
+    let (outbox, mut sent) = mpsc::unbounded_channel::<String>();
+    let origin = ulid::Ulid::new().to_string();
+    if signals.relay.set(Relay { origin, outbox }).is_err() {
+        anyhow::bail!("signals are already relayed");
+    }
+    // Out: everything queued since the last send goes in one NOTIFY round trip.
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while sent.recv_many(&mut batch, 512).await > 0 {
+            if let Err(error) = notifications.publish(&batch).await {
+                // Best effort: the other replicas' waiters time out and look again.
+                tracing::warn!(%error, messages = batch.len(), "cannot notify the other replicas");
+            }
+            batch.clear();
+        }
+    });
+    // In.
+    let signals = signals.clone();
+    tokio::spawn(async move {
+        loop {
+            match subscription.next().await {
+                Ok(Some(message)) => signals.apply(&message),
+                Ok(None) => {
+                    tracing::warn!("the notification connection dropped; waking every waiter to look again");
+                    signals.wake_everyone();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for the other replicas' notifications; retrying");
+                    signals.wake_everyone();
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,6 +45,11 @@ pub struct KeyringArgs {
     #[arg(long, env = "GANTRY_DATA_DIR", default_value = "./gantry-data")]
     data_dir: PathBuf,
 
+    /// The PostgreSQL database of a control plane run with --database-url
+    /// (instead of --data-dir's SQLite).
+    #[arg(long, env = "GANTRY_DATABASE_URL")]
+    database_url: Option<String>,
+
     /// The keyring file: one base64 key per line, the current key first.
     /// Default: GANTRY_SECRETS_KEY, else <data-dir>/secrets.key.
     #[arg(long, env = "GANTRY_SECRETS_KEY_FILE")]
@@ -85,7 +90,7 @@ pub async fn run(ctx: &Context, command: SecretsKeyCommand) -> Result<u8, Failur
         SecretsKeyCommand::Status(args) => (args, false),
         SecretsKeyCommand::Rotate(args) => (args, true),
     };
-    if !args.data_dir.join("gantry.db").exists() {
+    if args.database_url.is_none() && !args.data_dir.join("gantry.db").exists() {
         return Err(Failure::new(
             exit::NOT_FOUND,
             format!(
@@ -96,7 +101,7 @@ pub async fn run(ctx: &Context, command: SecretsKeyCommand) -> Result<u8, Failur
     }
     let source = SecretsKeySource::from_env(args.secrets_key_file)
         .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
-    let store = open_store(&args.data_dir, &source, false)
+    let store = open_store(&args.data_dir, args.database_url.as_deref(), &source, false)
         .await
         .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
     let reencrypted = if rotate {

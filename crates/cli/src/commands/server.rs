@@ -9,12 +9,16 @@ use gantry_server::ServerConfig;
 
 use crate::{exit, Failure};
 
-/// Run the control plane: the API, dispatch, leases, logs, on SQLite.
+/// Run the control plane: the API, dispatch, leases, logs, on SQLite or PostgreSQL.
 #[derive(Debug, Args)]
 #[command(
     long_about = "Run the control plane: the API, dispatch, leases, logs.\n\n\
 At first start it creates its SQLite database in --data-dir and an admin API token: the value of\n\
 GANTRY_ADMIN_TOKEN if set, else a generated one printed once. Only its hash is stored.\n\n\
+With --database-url postgres://..., several replicas behind a load balancer share one\n\
+PostgreSQL database instead: give each the same GANTRY_SECRETS_KEY (or --secrets-key-file), the\n\
+same GANTRY_ADMIN_TOKEN, and --public-url naming the load balancer. Any replica serves any\n\
+request; one at a time does the singleton duties (the lease reaper). See docs/scaling-out.md.\n\n\
 Terraform state and secret variables are encrypted at rest under the secrets keyring: the keys\n\
 in GANTRY_SECRETS_KEY (comma-separated base64), else --secrets-key-file, else\n\
 <data-dir>/secrets.key (generated at first start; back it up apart from the database).\n\
@@ -26,9 +30,17 @@ pub struct ServerArgs {
     #[arg(long, env = "GANTRY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
-    /// Where the database lives.
+    /// Where the SQLite database, the default secrets key and the development
+    /// TLS files live. Not needed with --database-url (unless --tls-dev).
     #[arg(long, env = "GANTRY_DATA_DIR", default_value = "./gantry-data")]
     data_dir: PathBuf,
+
+    /// Keep everything in this PostgreSQL database instead of SQLite, e.g.
+    /// postgres://gantry:PASSWORD@db.internal:5432/gantry?sslmode=require.
+    /// Every replica behind the load balancer gets the same URL.
+    // Checked in `run`, not by clap, whose errors would echo the password.
+    #[arg(long, env = "GANTRY_DATABASE_URL")]
+    database_url: Option<String>,
 
     /// The URL launchers reach this server at, written into pool tokens.
     /// Default: the URL each request came in on.
@@ -94,6 +106,20 @@ pub struct ServerArgs {
     log_format: Option<String>,
 }
 
+fn check_database_url(text: &str) -> Result<(), Failure> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::USAGE,
+        format!(
+            "--database-url {:?} is not a PostgreSQL URL; write postgres://USER:PASSWORD@HOST:5432/DATABASE \
+             (SQLite needs no URL: it is the default, in --data-dir)",
+            gantry_server::secrets_key::redact_url(text)
+        ),
+    ))
+}
+
 fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
     TrustedProxies::parse(text)
 }
@@ -139,6 +165,10 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
         _ => None,
     };
     let mut config = ServerConfig::new(args.listen, args.data_dir);
+    if let Some(url) = &args.database_url {
+        check_database_url(url)?;
+    }
+    config.database_url = args.database_url;
     config.tls = tls;
     config.public_url = args.public_url;
     config.lease_timeout = args.lease_timeout;

@@ -25,6 +25,7 @@ pub mod sqlite;
 mod stacks;
 mod state;
 mod tokens;
+pub mod replicas;
 mod workers;
 
 use std::sync::Arc;
