@@ -142,7 +142,9 @@ fn state_download(server: &Server) -> String {
 
 #[test]
 fn the_default_keyring_is_generated_owner_only_and_the_database_holds_no_secret() {
-    let server = Server::start();
+    // The generated keyring and the CLI's --data-dir are SQLite's; on
+    // PostgreSQL, tests/terraform.rs checks a dump of the database.
+    let server = Server::start_sqlite_args(&[]);
     seed(&server);
     let keyring = server.data_dir.join("secrets.key");
     let mode = std::fs::metadata(&keyring).unwrap().permissions().mode();
@@ -211,7 +213,7 @@ fn rotation_while_the_server_runs() {
     std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o600)).unwrap();
     let flags = ["--secrets-key-file", keyring.to_str().unwrap()];
 
-    let mut server = Server::start_args(&flags);
+    let mut server = Server::start_sqlite_args(&flags);
     seed(&server);
     assert!(!server.data_dir.join("secrets.key").exists());
     let before = status(&server.data_dir, &keyring);

@@ -2,6 +2,11 @@
 //!
 //! Every process is killed when its handle drops, so a failing test leaves
 //! nothing running.
+//!
+//! The engine switch: with `GANTRY_TEST_ENGINE=postgres`, every [`Server`]
+//! keeps its data in a fresh database of a throwaway PostgreSQL cluster
+//! (`--database-url`, keyring in `GANTRY_SECRETS_KEY`) instead of SQLite in
+//! its data directory. The same tests then hold for both engines.
 
 #![allow(dead_code)]
 
@@ -121,7 +126,30 @@ pub struct Server {
     host: String,
     /// Flags given at start, given again on restart.
     extra: Vec<String>,
+    /// Its PostgreSQL database and keyring, under the engine switch.
+    pub postgres: Option<PostgresDatabase>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A server's database on the throwaway PostgreSQL cluster.
+#[derive(Clone)]
+pub struct PostgresDatabase {
+    pub url: String,
+    pub secrets_key: String,
+}
+
+impl PostgresDatabase {
+    /// Under `GANTRY_TEST_ENGINE=postgres`: a new, empty database.
+    pub fn for_engine() -> Option<PostgresDatabase> {
+        gantry_test_postgres::engine_is_postgres().then(PostgresDatabase::new)
+    }
+
+    pub fn new() -> PostgresDatabase {
+        PostgresDatabase {
+            url: gantry_test_postgres::database_url(),
+            secrets_key: gantry_pki::at_rest::SecretsKeyring::generate_key(),
+        }
+    }
 }
 
 impl Server {
@@ -132,7 +160,15 @@ impl Server {
     pub fn start_with(lease_timeout: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), lease_timeout, &[]);
+        let postgres = PostgresDatabase::for_engine();
+        let mut server = Server::spawn(
+            "127.0.0.1",
+            &data_dir,
+            free_port(),
+            lease_timeout,
+            &[],
+            postgres.as_ref(),
+        );
         server._dir = Some(dir);
         server
     }
@@ -142,7 +178,15 @@ impl Server {
     pub fn start_on(host: &str, lease_timeout: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn(host, &data_dir, free_port(), lease_timeout, &[]);
+        let postgres = PostgresDatabase::for_engine();
+        let mut server = Server::spawn(
+            host,
+            &data_dir,
+            free_port(),
+            lease_timeout,
+            &[],
+            postgres.as_ref(),
+        );
         server._dir = Some(dir);
         server
     }
@@ -156,7 +200,45 @@ impl Server {
     pub fn start_with_args(lease_timeout: &str, args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), lease_timeout, args);
+        let postgres = PostgresDatabase::for_engine();
+        let mut server = Server::spawn(
+            "127.0.0.1",
+            &data_dir,
+            free_port(),
+            lease_timeout,
+            args,
+            postgres.as_ref(),
+        );
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on SQLite whatever the engine switch says: for what only
+    /// SQLite has (the data directory's generated keyring, the file itself).
+    pub fn start_sqlite_args(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), "3s", args, None);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A replica on `postgres`'s database (several may share one).
+    pub fn start_replica(
+        postgres: &PostgresDatabase,
+        lease_timeout: &str,
+        args: &[&str],
+    ) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Server::spawn(
+            "127.0.0.1",
+            &data_dir,
+            free_port(),
+            lease_timeout,
+            args,
+            Some(postgres),
+        );
         server._dir = Some(dir);
         server
     }
@@ -167,6 +249,7 @@ impl Server {
         port: u16,
         lease_timeout: &str,
         extra: &[&str],
+        postgres: Option<&PostgresDatabase>,
     ) -> Server {
         let tls = extra.iter().any(|a| a.starts_with("--tls"));
         let mut command = Command::new(gantry_bin());
@@ -178,6 +261,12 @@ impl Server {
             .arg(data_dir)
             .env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("GANTRY_LOG_FORMAT", "json");
+        if let Some(postgres) = postgres {
+            command.arg("--database-url").arg(&postgres.url);
+            if !extra.contains(&"--secrets-key-file") {
+                command.env("GANTRY_SECRETS_KEY", &postgres.secrets_key);
+            }
+        }
         let proc = Proc::spawn(command);
         let url = format!("{}://{host}:{port}", if tls { "https" } else { "http" });
         let server = Server {
@@ -188,6 +277,7 @@ impl Server {
             lease_timeout: lease_timeout.into(),
             host: host.into(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            postgres: postgres.cloned(),
             _dir: None,
         };
         // Certificates are checked by the tests themselves; here we only wait.
@@ -223,9 +313,36 @@ impl Server {
             self.port,
             &self.lease_timeout,
             &extra,
+            self.postgres.as_ref(),
         );
         let Server { proc, .. } = fresh;
         self.proc = proc;
+    }
+
+    /// Whether the database holds `needle` in clear: SQLite's file and WAL,
+    /// or a dump of the PostgreSQL database (where byte columns show as hex).
+    pub fn database_holds(&self, needle: &str) -> bool {
+        let contains =
+            |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        match &self.postgres {
+            None => ["gantry.db", "gantry.db-wal"].iter().any(|file| {
+                let bytes = std::fs::read(self.data_dir.join(file)).unwrap_or_default();
+                contains(&bytes, needle.as_bytes())
+            }),
+            Some(postgres) => {
+                let dump = Command::new(gantry_test_postgres::bin("pg_dump"))
+                    .args(["--data-only", "-d", &postgres.url])
+                    .output()
+                    .expect("pg_dump runs");
+                assert!(
+                    dump.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&dump.stderr)
+                );
+                contains(&dump.stdout, needle.as_bytes())
+                    || contains(&dump.stdout, hex::encode(needle).as_bytes())
+            }
+        }
     }
 
     /// The bundle trusting a `--tls-dev` server's CA, if it has one.

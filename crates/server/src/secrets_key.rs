@@ -126,9 +126,14 @@ pub async fn open_store(
             );
         }
         let keyring = source.load(data_dir, false)?;
-        return SqlStore::open_postgres(url, keyring).await.with_context(|| {
-            format!("--database-url {}: cannot open the database", redact_url(url))
-        });
+        return SqlStore::open_postgres(url, keyring)
+            .await
+            .with_context(|| {
+                format!(
+                    "--database-url {}: cannot open the database",
+                    redact_url(url)
+                )
+            });
     }
     let keyring = source.load(data_dir, generate)?;
     SqlStore::open_sqlite(data_dir, keyring)
@@ -152,7 +157,11 @@ pub fn redact_url(url: &str) -> String {
     };
     let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
     let password = if userinfo.contains(':') { ":***" } else { "" };
-    let path = if rest.contains('/') { format!("/{path}") } else { String::new() };
+    let path = if rest.contains('/') {
+        format!("/{path}")
+    } else {
+        String::new()
+    };
     format!("{scheme}://{user}{password}@{host}{path}")
 }
 

@@ -242,7 +242,9 @@ pub async fn relay_between_replicas(signals: &Arc<Signals>, url: &str) -> anyhow
             match subscription.next().await {
                 Ok(Some(message)) => signals.apply(&message),
                 Ok(None) => {
-                    tracing::warn!("the notification connection dropped; waking every waiter to look again");
+                    tracing::warn!(
+                        "the notification connection dropped; waking every waiter to look again"
+                    );
                     signals.wake_everyone();
                 }
                 Err(error) => {

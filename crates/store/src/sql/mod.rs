@@ -20,12 +20,12 @@ mod lock;
 mod logs;
 mod pools;
 pub mod postgres;
+pub mod replicas;
 mod runs;
 pub mod sqlite;
 mod stacks;
 mod state;
 mod tokens;
-pub mod replicas;
 mod workers;
 
 use std::sync::Arc;
