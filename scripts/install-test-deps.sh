@@ -8,7 +8,7 @@ ROOT=$PWD
 log() { printf '\n==> %s\n' "$*"; }
 
 # --- Debian packages ------------------------------------------------------
-APT_PACKAGES=(openssl git busybox-static squid postgresql shellcheck systemd debootstrap procps iproute2 socat)
+APT_PACKAGES=(openssl git busybox-static squid postgresql haproxy shellcheck systemd debootstrap procps iproute2 socat)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

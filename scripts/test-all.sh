@@ -6,6 +6,10 @@
 # closing line is the test runner's summary. tests/deploy runs in the
 # background beside tests/api_contract and the fuzzing.
 #
+# The cargo tests run twice: on PostgreSQL first (GANTRY_TEST_ENGINE=postgres,
+# every server on its own database of one throwaway cluster started for this
+# run and stopped at its end), then on SQLite, the default.
+#
 # The cargo tests run under cargo-nextest when it is installed (each test in
 # its own process, GANTRY_TEST_THREADS at a time across all test binaries, so
 # the slow real-tool binaries overlap instead of queueing one after the
@@ -61,16 +65,28 @@ if [ -n "$deploy_pid" ]; then
     rm -f "$deploy_log"
 fi
 
+pg_dir=$(mktemp -d)
+trap './scripts/throwaway-postgres.sh stop "$pg_dir/cluster"; rmdir "$pg_dir" 2>/dev/null || true' EXIT
+echo "==> a throwaway PostgreSQL cluster for this run"
+GANTRY_TEST_POSTGRES_URL=$(./scripts/throwaway-postgres.sh start "$pg_dir/cluster")
+export GANTRY_TEST_POSTGRES_URL
+
 if [ "${GANTRY_TEST_RUNNER:-}" != cargo ] && cargo nextest --version >/dev/null 2>&1; then
     cargo_tests=(cargo nextest run --workspace --no-fail-fast --run-ignored all
         --test-threads "${GANTRY_TEST_THREADS:-$(nproc)}")
+    # What depends on the engine: the store's tests and the end-to-end suite
+    # (but the replica suite, which is PostgreSQL's anyway).
+    postgres_tests=("${cargo_tests[@]}" -E 'package(gantry-store) | (package(gantry) & !binary(replicas))')
 else
     cargo_tests=(cargo test --workspace --no-fail-fast -- --include-ignored)
+    postgres_tests=(cargo test -p gantry-store -p gantry --no-fail-fast -- --include-ignored)
 fi
+step "cargo tests on PostgreSQL: ${postgres_tests[*]}" \
+    env GANTRY_TEST_ENGINE=postgres "${postgres_tests[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "==> failed before the cargo tests: ${failed[*]}" >&2
 fi
-echo "==> cargo tests, fast and slow: ${cargo_tests[*]}"
+echo "==> cargo tests on SQLite, fast and slow: ${cargo_tests[*]}"
 status=0
 "${cargo_tests[@]}" || status=$?
 if [ ${#failed[@]} -gt 0 ] && [ "$status" -eq 0 ]; then

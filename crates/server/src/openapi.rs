@@ -30,7 +30,7 @@ use crate::{api, protocol};
         User calls take `Authorization: Bearer <API token>`; launcher calls take the worker session token."),
     servers((url = "/api/v1")),
     paths(
-        api::health, api::version, api::openapi, api::launcher_download,
+        api::health, api::ready, api::version, api::openapi, api::launcher_download,
         api::create_pool, api::list_pools, api::show_pool, api::reset_pool, api::cycle_pool, api::delete_pool,
         api::submit_run, api::list_runs, api::show_run, api::stop_run, api::read_logs,
         api::create_token, api::list_tokens, api::revoke_token,

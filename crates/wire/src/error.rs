@@ -45,6 +45,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The body's `Content-Type` is not the one the route takes (JSON).
     UnsupportedMediaType,
+    /// A dependency is out of reach (the database): try another replica, or later.
+    Unavailable,
     Internal,
 }
 
@@ -63,6 +65,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -79,6 +82,7 @@ impl ErrorCode {
             ErrorCode::Conflict | ErrorCode::LeaseLost | ErrorCode::LogsIncomplete => 409,
             ErrorCode::VersionRefused => 426,
             ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -96,6 +100,7 @@ impl ErrorCode {
             415 => ErrorCode::UnsupportedMediaType,
             426 => ErrorCode::VersionRefused,
             429 => ErrorCode::RateLimited,
+            503 => ErrorCode::Unavailable,
             400..=499 => ErrorCode::InvalidInput,
             _ => ErrorCode::Internal,
         }

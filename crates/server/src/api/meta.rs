@@ -14,6 +14,31 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Readiness, for load balancers: the server is up *and* reaches its
+/// database. A replica cut off from PostgreSQL answers 503, so the load
+/// balancer sends its traffic to the others.
+#[utoipa::path(get, path = "/ready", tag = "meta", responses(
+    (status = 200, description = "The server is up and reaches its database"),
+    (status = 503, description = "The database is out of reach", body = gantry_wire::error::ErrorBody)))]
+pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.store.count_api_tokens(),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => Ok(Json(serde_json::json!({"status": "ok", "database": "ok"}))),
+        Ok(Err(error)) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the database is out of reach: {error}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the database did not answer within 2 s",
+        )),
+    }
+}
+
 #[utoipa::path(get, path = "/version", tag = "meta", responses((status = 200, body = ServerInfo)))]
 pub async fn version(State(state): State<AppState>, headers: HeaderMap) -> Json<ServerInfo> {
     Json(ServerInfo {

@@ -33,6 +33,7 @@ const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(meta::health))
+        .route("/ready", get(meta::ready))
         .route("/version", get(meta::version))
         .route("/openapi.json", get(meta::openapi))
         .route("/launcher/download", get(meta::launcher_download))
