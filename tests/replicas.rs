@@ -1,0 +1,257 @@
+//! Three control-plane replicas on one PostgreSQL database, behind a real
+//! haproxy: launchers and the CLI only ever talk to the load balancer.
+//! Whatever happens to a replica, no run is lost or leased twice, and every
+//! log is complete and in order.
+//!
+//! Needs PostgreSQL and haproxy (scripts/install-test-deps.sh); a test
+//! skips without them, except under CI=true, where it fails.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{
+    free_port, gantry_bin, require_tool, wait_for, Launcher, PostgresDatabase, Proc, Server,
+    ADMIN_TOKEN,
+};
+
+const LEASE: &str = "3s";
+
+/// N replicas and the haproxy in front of them.
+struct Replicas {
+    replicas: Vec<Server>,
+    _haproxy: Proc,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    fn start(n: usize) -> Option<Replicas> {
+        if !require_tool("haproxy") || !require_tool(gantry_test_postgres::bin("initdb").to_str()?)
+        {
+            return None;
+        }
+        let database = PostgresDatabase::new();
+        let lb_port = free_port();
+        let url = format!("http://127.0.0.1:{lb_port}");
+        let public_url = ["--public-url", url.as_str()];
+        // Started together: they also race for the migrations and the admin token.
+        let replicas: Vec<Server> = std::thread::scope(|scope| {
+            let starting: Vec<_> = (0..n)
+                .map(|_| scope.spawn(|| Server::start_replica(&database, LEASE, &public_url)))
+                .collect();
+            starting.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(&config, haproxy_config(lb_port, &replicas)).unwrap();
+        let mut command = Command::new("haproxy");
+        command.arg("-db").arg("-f").arg(&config);
+        let haproxy = Proc::spawn_command(command);
+        let replicas = Replicas {
+            replicas,
+            _haproxy: haproxy,
+            url,
+            _dir: dir,
+        };
+        wait_for("haproxy to route", Duration::from_secs(20), || {
+            replicas
+                .cli(&["pool", "list"])
+                .status
+                .success()
+                .then_some(())
+        });
+        Some(replicas)
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(gantry_bin())
+            .args(args)
+            .env("GANTRY_URL", &self.url)
+            .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let output = self.cli(&all);
+        assert!(
+            output.status.success(),
+            "gantry {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// A pool made through the load balancer (its token names the balancer).
+    fn create_pool(&self, name: &str) -> support::Pool {
+        let generated = gantry_pki::generate(2048, name).unwrap();
+        let csr = self._dir.path().join(format!("{name}.csr"));
+        std::fs::write(&csr, &generated.csr_pem).unwrap();
+        let created = self.cli_json(&["pool", "create", name, "--csr", csr.to_str().unwrap()]);
+        support::Pool {
+            name: name.into(),
+            id: created["id"].as_str().unwrap().into(),
+            token: created["token"].as_str().unwrap().into(),
+            private_key_pem: generated.private_key_pem,
+        }
+    }
+
+    fn submit(&self, pool: &str, script: &str) -> String {
+        let args = [
+            "run", "submit", "--pool", pool, "--output", "json", "--", "sh", "-c", script,
+        ];
+        let output = self.cli(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let run: Value = serde_json::from_slice(&output.stdout).unwrap();
+        run["id"].as_str().unwrap().to_string()
+    }
+
+    fn run(&self, id: &str) -> Value {
+        self.cli_json(&["run", "show", id])
+    }
+
+    fn logs(&self, id: &str) -> String {
+        let output = self.cli(&["run", "logs", id]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits for every run to end; asserts each FINISHED after exactly one
+    /// lease, with its whole log in order.
+    fn assert_all_finished_once(&self, runs: &[String], lines: usize, timeout: Duration) {
+        for id in runs {
+            let run = wait_for(&format!("run {id} to end"), timeout, || {
+                let run = self.run(id);
+                let state = run["state"].as_str().unwrap_or_default().to_string();
+                ["FINISHED", "FAILED", "STOPPED", "CANCELED"]
+                    .contains(&state.as_str())
+                    .then_some(run)
+            });
+            assert_eq!(run["state"], "FINISHED", "run {id}: {run:#}");
+            let leased = run["transitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["state"] == "PREPARING")
+                .count();
+            assert_eq!(leased, 1, "run {id} was leased {leased} times: {run:#}");
+            let log = self.logs(id);
+            let expected: Vec<String> = (1..=lines).map(|i| format!("line {i}")).collect();
+            let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line ")).collect();
+            assert_eq!(got, expected, "run {id}'s log is complete and in order");
+        }
+    }
+}
+
+fn haproxy_config(port: u16, replicas: &[Server]) -> String {
+    let servers: String = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("    server r{i} 127.0.0.1:{} check\n", r.port))
+        .collect();
+    // The docs' configuration (docs/scaling-out.md), with faster checks.
+    format!(
+        "global\n    maxconn 4096\n\
+         defaults\n    mode http\n    timeout connect 2s\n    timeout client 70s\n    timeout server 70s\n\
+         \x20   option redispatch\n    retries 3\n    retry-on conn-failure empty-response response-timeout\n\
+         frontend gantry\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
+         backend replicas\n    balance roundrobin\n    option httpchk GET /api/v1/ready\n\
+         \x20   http-check expect status 200\n    default-server inter 300ms fall 2 rise 1\n{servers}"
+    )
+}
+
+/// A script printing `line 1` … `line N`, `pause` seconds apart.
+fn numbered(lines: usize, pause: &str) -> String {
+    format!("i=1; while [ $i -le {lines} ]; do echo \"line $i\"; i=$((i+1)); sleep {pause}; done")
+}
+
+fn launchers(pool: &support::Pool, n: usize, slots: &str) -> Vec<Launcher> {
+    let launchers: Vec<Launcher> = (0..n)
+        .map(|_| Launcher::start(pool, &[("GANTRY_MAX_CONCURRENT_RUNS", slots)]))
+        .collect();
+    for launcher in &launchers {
+        launcher.wait_registered();
+    }
+    launchers
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and haproxy (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
+fn replicas_starting_together_share_one_schema_and_one_admin_token() {
+    let Some(cluster) = Replicas::start(3) else {
+        return;
+    };
+    // Every replica answers with the same data, whichever one the balancer picks.
+    cluster.create_pool("shared");
+    for replica in &cluster.replicas {
+        let pools = replica.cli_json(&["pool", "list"]);
+        assert_eq!(pools.as_array().unwrap().len(), 1, "{pools:#}");
+        let tokens = replica.cli_json(&["token", "list"]);
+        assert_eq!(
+            tokens.as_array().unwrap().len(),
+            1,
+            "one admin token: {tokens:#}"
+        );
+    }
+    let url = &cluster.replicas[0].postgres.as_ref().unwrap().url;
+    let migrations = gantry_test_postgres::psql(url, "SELECT count(*) FROM _sqlx_migrations");
+    assert_eq!(migrations, "1", "the schema was migrated once");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and haproxy (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
+fn a_replica_killed_mid_run_loses_no_run_and_no_log_line() {
+    let Some(mut cluster) = Replicas::start(3) else {
+        return;
+    };
+    let pool = cluster.create_pool("p");
+    let _launchers = launchers(&pool, 2, "3");
+    let runs: Vec<String> = (0..6)
+        .map(|_| cluster.submit(&pool.name, &numbered(40, "0.05")))
+        .collect();
+    wait_for("runs to start", Duration::from_secs(30), || {
+        runs.iter()
+            .all(|id| cluster.run(id)["state"] != "READY")
+            .then_some(())
+    });
+    // Kill the replica that holds the singleton duties, or any: both matter.
+    let victim = &mut cluster.replicas[0];
+    victim.proc.signal(nix::sys::signal::Signal::SIGKILL);
+    cluster.assert_all_finished_once(&runs, 40, Duration::from_secs(60));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and haproxy (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
+fn a_rolling_restart_with_100_runs_in_flight_loses_none() {
+    let Some(mut cluster) = Replicas::start(3) else {
+        return;
+    };
+    let pool = cluster.create_pool("p");
+    let _launchers = launchers(&pool, 4, "8");
+    let runs: Vec<String> = (0..100)
+        .map(|_| cluster.submit(&pool.name, &numbered(5, "0.2")))
+        .collect();
+    for i in 0..cluster.replicas.len() {
+        std::thread::sleep(Duration::from_millis(700));
+        // A deploy: SIGTERM, then the new version starts on the same port.
+        let replica = &mut cluster.replicas[i];
+        replica.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        replica.proc.wait_exit(Duration::from_secs(10));
+        replica.restart();
+    }
+    cluster.assert_all_finished_once(&runs, 5, Duration::from_secs(120));
+}
