@@ -167,7 +167,7 @@ fn haproxy_config(port: u16, replicas: &[Server]) -> String {
     format!(
         "global\n    maxconn 4096\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 70s\n    timeout server 70s\n\
-         \x20   option redispatch\n    retries 3\n    retry-on conn-failure empty-response response-timeout\n\
+         \x20   option redispatch\n    retries 3\n    retry-on conn-failure\n\
          frontend gantry\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
          backend replicas\n    balance roundrobin\n    option httpchk GET /api/v1/ready\n\
          \x20   http-check expect status 200\n    default-server inter 300ms fall 2 rise 1\n{servers}"

@@ -98,6 +98,9 @@ enum Command {
     /// The server's keyring for secrets at rest: generate, status, rotate.
     #[command(subcommand, name = "secrets-key")]
     SecretsKey(commands::secrets_key::SecretsKeyCommand),
+    /// The control plane's database: copy SQLite into PostgreSQL (the server stopped).
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
 }
 
 /// An error with the exit code it maps to.
@@ -155,6 +158,7 @@ pub fn main() -> ExitCode {
             Command::Token(command) => commands::token::run(&ctx, command).await,
             Command::CaBundle(command) => commands::ca_bundle::run(&ctx, command),
             Command::SecretsKey(command) => commands::secrets_key::run(&ctx, command).await,
+            Command::Db(command) => commands::db::run(&ctx, command).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
 pub mod ca_bundle;
+pub mod db;
 pub mod pool;
 pub mod run;
 pub mod secrets_key;

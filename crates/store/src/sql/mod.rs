@@ -16,6 +16,7 @@
 //!   wait on each other and never take the same run.
 
 mod at_rest;
+pub mod copy;
 mod lock;
 mod logs;
 mod pools;
