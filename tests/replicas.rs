@@ -28,9 +28,13 @@ struct Replicas {
 }
 
 impl Replicas {
+    fn tools_present() -> bool {
+        require_tool("haproxy")
+            && require_tool(&gantry_test_postgres::bin("initdb").to_string_lossy())
+    }
+
     fn start(n: usize) -> Option<Replicas> {
-        if !require_tool("haproxy") || !require_tool(gantry_test_postgres::bin("initdb").to_str()?)
-        {
+        if !Replicas::tools_present() {
             return None;
         }
         let database = PostgresDatabase::new();
@@ -44,6 +48,12 @@ impl Replicas {
                 .collect();
             starting.into_iter().map(|s| s.join().unwrap()).collect()
         });
+        Some(Replicas::behind_haproxy(replicas, lb_port))
+    }
+
+    /// Puts haproxy, listening on `lb_port`, in front of `replicas`.
+    fn behind_haproxy(replicas: Vec<Server>, lb_port: u16) -> Replicas {
+        let url = format!("http://127.0.0.1:{lb_port}");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("haproxy.cfg");
         std::fs::write(&config, haproxy_config(lb_port, &replicas)).unwrap();
@@ -63,7 +73,7 @@ impl Replicas {
                 .success()
                 .then_some(())
         });
-        Some(replicas)
+        replicas
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
@@ -161,7 +171,7 @@ fn haproxy_config(port: u16, replicas: &[Server]) -> String {
     let servers: String = replicas
         .iter()
         .enumerate()
-        .map(|(i, r)| format!("    server r{i} 127.0.0.1:{} check\n", r.port))
+        .map(|(i, r)| format!("    server r{i} {} check\n", r.addr()))
         .collect();
     // The docs' configuration (docs/scaling-out.md), with faster checks.
     format!(
@@ -254,4 +264,98 @@ fn a_rolling_restart_with_100_runs_in_flight_loses_none() {
         replica.restart();
     }
     cluster.assert_all_finished_once(&runs, 5, Duration::from_secs(120));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL, haproxy and network namespaces (root); scripts/test-all.sh runs it"]
+fn a_replica_cut_off_from_the_database_hands_over_its_duties_and_loses_no_run() {
+    if !Replicas::tools_present() {
+        return;
+    }
+    let Some(netns) = support::netns::Netns::create() else {
+        return;
+    };
+    // Replica C lives in the namespace; it reaches PostgreSQL and haproxy
+    // reaches it over the veth pair, which the test cuts.
+    let postgres = gantry_test_postgres::Cluster::start_reachable_from(
+        &[&netns.host_ip],
+        &[&format!("{}/32", netns.ns_ip)],
+    )
+    .unwrap();
+    let secrets_key = gantry_pki::at_rest::SecretsKeyring::generate_key();
+    let on_host = PostgresDatabase {
+        url: postgres.database_url("127.0.0.1"),
+        secrets_key: secrets_key.clone(),
+    };
+    let in_namespace = PostgresDatabase {
+        url: on_host.url.replace("127.0.0.1", &netns.host_ip),
+        secrets_key,
+    };
+    let lease = "6s";
+    let lb_port = free_port();
+    let public_url = format!("http://127.0.0.1:{lb_port}");
+    let flags = ["--public-url", public_url.as_str()];
+    // C starts first, so it is the one doing the singleton duties.
+    let c = Server::start_replica_in(&netns, &in_namespace, lease, &flags);
+    let duties = "now does the singleton duties";
+    wait_for("C to take the duties", Duration::from_secs(20), || {
+        c.proc.log().contains(duties).then_some(())
+    });
+    let a = Server::start_replica(&on_host, lease, &flags);
+    let b = Server::start_replica(&on_host, lease, &flags);
+    let cluster = Replicas::behind_haproxy(vec![c, a, b], lb_port);
+    let pool = cluster.create_pool("p");
+    let mut launchers = launchers(&pool, 2, "4");
+    let mut runs: Vec<String> = (0..6)
+        .map(|_| cluster.submit(&pool.name, &numbered(30, "0.1")))
+        .collect();
+    wait_for("runs to start", Duration::from_secs(30), || {
+        runs.iter()
+            .all(|id| cluster.run(id)["state"] != "READY")
+            .then_some(())
+    });
+
+    netns.cut();
+    // PostgreSQL notices the silent holder and lets go of its lock; A or B
+    // takes the duties within one lease period.
+    wait_for(
+        "A or B to take the duties",
+        Duration::from_secs(6 + 4),
+        || {
+            cluster.replicas[1..]
+                .iter()
+                .any(|r| r.proc.log().contains(duties))
+                .then_some(())
+        },
+    );
+    // Work goes on through the replicas left.
+    runs.extend((0..4).map(|_| cluster.submit(&pool.name, &numbered(10, "0.1"))));
+    let (first, rest) = runs.split_at(6);
+    cluster.assert_all_finished_once(first, 30, Duration::from_secs(90));
+    cluster.assert_all_finished_once(rest, 10, Duration::from_secs(90));
+
+    // The new holder reaps: a worker that dies now has its run failed as lost.
+    let doomed = cluster.submit(&pool.name, "sleep 60");
+    wait_for("the long run to start", Duration::from_secs(30), || {
+        (cluster.run(&doomed)["state"] != "READY").then_some(())
+    });
+    for launcher in &mut launchers {
+        launcher.proc.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+    let failed = wait_for(
+        "the reaper to fail the run",
+        Duration::from_secs(30),
+        || {
+            let run = cluster.run(&doomed);
+            (run["state"] == "FAILED").then_some(run)
+        },
+    );
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("worker lost"),
+        "{failed:#}"
+    );
+    netns.heal();
 }

@@ -128,6 +128,8 @@ pub struct Server {
     extra: Vec<String>,
     /// Its PostgreSQL database and keyring, under the engine switch.
     pub postgres: Option<PostgresDatabase>,
+    /// The network namespace it runs in, if not this host's.
+    netns: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -168,6 +170,7 @@ impl Server {
             lease_timeout,
             &[],
             postgres.as_ref(),
+            None,
         );
         server._dir = Some(dir);
         server
@@ -186,6 +189,7 @@ impl Server {
             lease_timeout,
             &[],
             postgres.as_ref(),
+            None,
         );
         server._dir = Some(dir);
         server
@@ -208,6 +212,7 @@ impl Server {
             lease_timeout,
             args,
             postgres.as_ref(),
+            None,
         );
         server._dir = Some(dir);
         server
@@ -218,7 +223,30 @@ impl Server {
     pub fn start_sqlite_args(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), "3s", args, None);
+        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), "3s", args, None, None);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A replica on `postgres`'s database running inside `netns`, listening
+    /// on the namespace's address.
+    pub fn start_replica_in(
+        netns: &netns::Netns,
+        postgres: &PostgresDatabase,
+        lease_timeout: &str,
+        args: &[&str],
+    ) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Server::spawn(
+            &netns.ns_ip,
+            &data_dir,
+            free_port(),
+            lease_timeout,
+            args,
+            Some(postgres),
+            Some(&netns.name),
+        );
         server._dir = Some(dir);
         server
     }
@@ -238,6 +266,7 @@ impl Server {
             lease_timeout,
             args,
             Some(postgres),
+            None,
         );
         server._dir = Some(dir);
         server
@@ -250,9 +279,17 @@ impl Server {
         lease_timeout: &str,
         extra: &[&str],
         postgres: Option<&PostgresDatabase>,
+        netns: Option<&str>,
     ) -> Server {
         let tls = extra.iter().any(|a| a.starts_with("--tls"));
-        let mut command = Command::new(gantry_bin());
+        let mut command = match netns {
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name, gantry_bin()]);
+                command
+            }
+            None => Command::new(gantry_bin()),
+        };
         command
             .args(["server", "--listen", &format!("{host}:{port}")])
             .args(["--lease-timeout", lease_timeout])
@@ -278,6 +315,7 @@ impl Server {
             host: host.into(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
             postgres: postgres.cloned(),
+            netns: netns.map(str::to_string),
             _dir: None,
         };
         // Certificates are checked by the tests themselves; here we only wait.
@@ -314,9 +352,15 @@ impl Server {
             &self.lease_timeout,
             &extra,
             self.postgres.as_ref(),
+            self.netns.as_deref(),
         );
         let Server { proc, .. } = fresh;
         self.proc = proc;
+    }
+
+    /// `host:port` it listens on.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Whether the database holds `needle` in clear: SQLite's file and WAL,

@@ -89,6 +89,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Result<Cluster, String> {
+        Cluster::start_reachable_from(&[], &[])
+    }
+
+    /// A cluster also listening on `addresses` and trusting clients in
+    /// `client_cidrs` (e.g. a network namespace's end of a veth pair).
+    pub fn start_reachable_from(
+        addresses: &[&str],
+        client_cidrs: &[&str],
+    ) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
         let data = dir.path().join("data");
         // PostgreSQL refuses to run as root; tests often do.
@@ -116,12 +125,24 @@ impl Cluster {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
+        let hba = data.join("pg_hba.conf");
+        let mut rules =
+            std::fs::read_to_string(&hba).map_err(|e| format!("{}: {e}", hba.display()))?;
+        for cidr in client_cidrs {
+            rules.push_str(&format!("host all all {cidr} trust\n"));
+        }
+        std::fs::write(&hba, rules).map_err(|e| format!("{}: {e}", hba.display()))?;
+        let listen = std::iter::once("127.0.0.1")
+            .chain(addresses.iter().copied())
+            .collect::<Vec<_>>()
+            .join(",");
         let port = free_port();
         let mut postgres = Command::new(bin("postgres"));
         postgres
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-p", &port.to_string(), "-c"])
+            .arg(format!("listen_addresses={listen}"))
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.path().display()))
             // Throwaway: speed over durability.
@@ -176,6 +197,13 @@ impl Cluster {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// A new, empty database of this cluster, as a URL through `host`.
+    pub fn database_url(&self, host: &str) -> String {
+        let name = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+        psql(&self.admin_url(), &format!("CREATE DATABASE {name}"));
+        format!("postgres://postgres@{host}:{}/{name}", self.port)
     }
 }
 
