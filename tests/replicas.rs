@@ -359,3 +359,51 @@ fn a_replica_cut_off_from_the_database_hands_over_its_duties_and_loses_no_run() 
     );
     netns.heal();
 }
+
+#[test]
+#[ignore = "needs PostgreSQL (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
+fn news_on_one_replica_wakes_waiters_on_another() {
+    if !require_tool(&gantry_test_postgres::bin("initdb").to_string_lossy()) {
+        return;
+    }
+    // No load balancer: the launcher polls B, the user talks to A.
+    let database = PostgresDatabase::new();
+    let a = Server::start_replica(&database, LEASE, &[]);
+    let b = Server::start_replica(&database, LEASE, &[]);
+    let pool = b.create_pool("p");
+    let launcher = Launcher::start(&pool, &[]);
+    launcher.wait_registered();
+    // Let the launcher's poll settle into its long wait on B.
+    std::thread::sleep(Duration::from_secs(2));
+    let id = a.submit(&pool.name, &["sh", "-c", &numbered(20, "0.2")]);
+    // A poll waits up to 25 s for news: far sooner means A's NOTIFY woke it.
+    let started = std::time::Instant::now();
+    wait_for(
+        "B's poller to take the run",
+        Duration::from_secs(10),
+        || (a.run(&id)["state"] != "READY").then_some(()),
+    );
+    eprintln!("picked up across replicas in {:?}", started.elapsed());
+    // Chunks stored through B wake a follower on A (its wait is 30 s).
+    let follow = Command::new(gantry_bin())
+        .args(["run", "logs", "-f", &id])
+        .env("GANTRY_URL", &a.url)
+        .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        follow.status.success(),
+        "{}",
+        String::from_utf8_lossy(&follow.stderr)
+    );
+    let log = String::from_utf8_lossy(&follow.stdout);
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("line ")).collect();
+    let expected: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "following on A ended {:?} after the submission: it was not woken by B's chunks",
+        started.elapsed()
+    );
+}
