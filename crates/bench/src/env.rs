@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use base64::Engine;
+use base64::Engine as _;
 use gantry_pki::PoolPrivateKey;
 use gantry_wire::token::PoolToken;
 
@@ -17,9 +17,22 @@ use crate::sim::PoolCredentials;
 
 pub const ADMIN_TOKEN: &str = "gantry-bench-admin-token-0123456789";
 
+/// Where a benchmark's control plane keeps its data.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// SQLite in the benchmark's temporary directory, one process.
+    Sqlite,
+    /// A fresh database on this PostgreSQL server (an admin URL), served by
+    /// `replicas` processes: runs are submitted to the first, launchers and
+    /// simulated workers talk to the last.
+    Postgres { admin_url: String, replicas: usize },
+}
+
 /// What every benchmark shares: where the binaries are, and one pool key
 /// (RSA key generation is slow; every fresh server gets a pool from it).
+#[derive(Clone)]
 pub struct Ctx {
+    pub engine: Engine,
     pub bin_dir: PathBuf,
     pub private_key_pem: String,
     pub csr_pem: String,
@@ -45,6 +58,7 @@ impl Ctx {
         // depends on the size, signing (the launcher's side) does.
         let key = gantry_pki::generate(2048, "gantry-bench").context("generating the pool key")?;
         Ok(Ctx {
+            engine: Engine::Sqlite,
             bin_dir,
             private_key_pem: key.private_key_pem,
             csr_pem: key.csr_pem,
@@ -102,20 +116,81 @@ impl Drop for TempDir {
     }
 }
 
+/// A new database on the PostgreSQL server at `admin_url`, as a URL.
+async fn create_database(admin_url: &str) -> Result<String> {
+    use sqlx::{Connection, Executor};
+    let name = format!(
+        "gantry_bench_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .context("--database-url: cannot connect")?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .context("--database-url: cannot create a database")?;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .context("--database-url must end with /DATABASE")?;
+    let (_, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    Ok(if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{}/{name}?{query}", base)
+    })
+}
+
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1")?;
     Ok(listener.local_addr()?.port())
 }
 
-/// A running control plane, killed on drop.
+/// A running control plane, killed on drop: one process, or replicas.
 pub struct Server {
+    /// The first (or only) process: runs are submitted to it.
     pub proc: Proc,
     pub api: Api,
+    /// The last replica: pools are made on it, so launchers talk to it.
+    pub pool_api: Api,
+    pub pool_proc_pid: u32,
+    _replicas: Vec<Proc>,
 }
 
 impl Server {
-    /// Starts `gantry server` in `dir` and waits until it answers.
+    /// Starts the control plane of `ctx.engine` in `dir` and waits until it answers.
     pub async fn start(ctx: &Ctx, dir: &Path, lease_timeout: &str) -> Result<Server> {
+        match &ctx.engine {
+            Engine::Sqlite => Server::start_one(ctx, dir, lease_timeout, None).await,
+            Engine::Postgres {
+                admin_url,
+                replicas,
+            } => {
+                let url = create_database(admin_url).await?;
+                // One keyring for the replicas of this database.
+                let key = gantry_pki::at_rest::SecretsKeyring::generate_key();
+                let shared = Some((url.as_str(), key.as_str()));
+                let mut first =
+                    Server::start_one(ctx, &dir.join("r0"), lease_timeout, shared).await?;
+                for i in 1..(*replicas).max(1) {
+                    let other =
+                        Server::start_one(ctx, &dir.join(format!("r{i}")), lease_timeout, shared)
+                            .await?;
+                    first.pool_api = other.api.clone();
+                    first.pool_proc_pid = other.pool_proc_pid;
+                    first._replicas.push(other.proc);
+                }
+                Ok(first)
+            }
+        }
+    }
+
+    async fn start_one(
+        ctx: &Ctx,
+        dir: &Path,
+        lease_timeout: &str,
+        // The database URL and the keyring's key.
+        postgres: Option<(&str, &str)>,
+    ) -> Result<Server> {
         let mut last_error = None;
         for _ in 0..3 {
             let port = free_port()?;
@@ -136,13 +211,27 @@ impl Server {
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("HOME", dir)
                 .env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN);
+            if let Some((url, key)) = postgres {
+                command
+                    .arg("--database-url")
+                    .arg(url)
+                    .env("GANTRY_SECRETS_KEY", key);
+            }
+            std::fs::create_dir_all(dir)?;
             let mut proc = Proc::spawn(command, "gantry server", &dir.join("server.log"))?;
             let url = format!("http://127.0.0.1:{port}");
             let api = Api::new(&url, ADMIN_TOKEN);
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if api.health().await.is_ok() {
-                    return Ok(Server { proc, api });
+                    let pid = proc.pid();
+                    return Ok(Server {
+                        proc,
+                        pool_api: api.clone(),
+                        api,
+                        pool_proc_pid: pid,
+                        _replicas: Vec::new(),
+                    });
                 }
                 if let Err(error) = proc.check_alive() {
                     last_error = Some(error);
@@ -161,8 +250,9 @@ impl Server {
     }
 
     /// Creates a pool from the bench key; returns its token and credentials.
+    /// With replicas, on the last one: the token names it.
     pub async fn pool(&self, ctx: &Ctx, name: &str) -> Result<Pool> {
-        let created = self.api.create_pool(name, &ctx.csr_pem).await?;
+        let created = self.pool_api.create_pool(name, &ctx.csr_pem).await?;
         let token = PoolToken::decode(&created.token).context("the pool token")?;
         Ok(Pool {
             id: created.id,

@@ -13,6 +13,11 @@
 //!
 //! Every benchmark runs in a fresh temporary directory with its own server;
 //! every child process dies with the bench. Figures go to stdout as a table.
+//!
+//! With `--database-url`, every benchmark runs twice in the same run: on
+//! SQLite, then on a fresh database of that PostgreSQL server, served by
+//! `--replicas` processes (runs submitted to the first, launchers on the
+//! last, so dispatch crosses replicas).
 
 mod api;
 mod benches;
@@ -117,6 +122,15 @@ struct Args {
     #[arg(long, default_value = "info")]
     server_log_level: String,
 
+    /// Also measure on PostgreSQL: an admin URL (postgres://USER@HOST:PORT/postgres);
+    /// each benchmark gets a new database there.
+    #[arg(long, env = "GANTRY_BENCH_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+
+    /// Control-plane replicas on PostgreSQL (with --database-url).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    replicas: u16,
+
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -193,7 +207,7 @@ async fn run(args: Args) -> ExitCode {
         if args.quick { ", quick mode" } else { "" }
     );
     let started = Instant::now();
-    let ctx = match Ctx::new(
+    let sqlite = match Ctx::new(
         bin_dir,
         args.keep_temp,
         args.server_log_level.clone(),
@@ -205,9 +219,34 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut passes = vec![(String::new(), sqlite.clone())];
+    if let Some(url) = &args.database_url {
+        let mut postgres = sqlite.clone();
+        postgres.engine = env::Engine::Postgres {
+            admin_url: url.clone(),
+            replicas: args.replicas as usize,
+        };
+        let label = match args.replicas {
+            1 => " [PostgreSQL]".to_string(),
+            n => format!(" [PostgreSQL, {n} replicas]"),
+        };
+        passes.push((label, postgres));
+    }
     let mut report = Report::default();
     let mut loads = Vec::new();
-    for bench in args.selected() {
+    let runs: Vec<(String, Ctx, Bench)> = passes
+        .iter()
+        .flat_map(|(label, ctx)| {
+            args.selected()
+                .into_iter()
+                .map(move |bench| (label.clone(), ctx.clone(), bench))
+        })
+        .collect();
+    for (label, ctx, bench) in runs {
+        report.pass = label.clone();
+        if !label.is_empty() {
+            eprint!("\n[{}]", label.trim());
+        }
         if procs::interrupted() {
             break;
         }

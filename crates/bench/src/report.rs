@@ -40,6 +40,9 @@ pub struct Row {
 
 #[derive(Default, Serialize)]
 pub struct Report {
+    /// Appended to every row's benchmark name: the engine of this pass.
+    #[serde(skip)]
+    pub pass: String,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     pub errors: Vec<String>,
@@ -56,7 +59,7 @@ impl Report {
         verdict: Verdict,
     ) {
         let row = Row {
-            bench: bench.into(),
+            bench: format!("{bench}{}", self.pass),
             metric: metric.into(),
             value,
             target: target.into(),

@@ -151,7 +151,7 @@ pub async fn dispatch_protocol(ctx: &Ctx, o: &Opts, report: &mut Report) -> Resu
         let worker = Arc::new(
             sim::Worker::register(
                 http_client(Duration::from_secs(60)),
-                &server.api.base,
+                &server.pool_api.base,
                 &request,
             )
             .await?,

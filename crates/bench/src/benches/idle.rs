@@ -23,7 +23,7 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
     let dir = ctx.temp_dir(&format!("idle-{n}"))?;
     let server = Server::start(ctx, dir.path(), "30s").await?;
     let pool = server.pool(ctx, "idle").await?;
-    let server_pid = server.proc.pid();
+    let server_pid = server.pool_proc_pid;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = proc_status(server_pid)?;
 
@@ -75,7 +75,7 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
             failures.clone(),
             done_at.clone(),
         );
-        let base = server.api.base.clone();
+        let base = server.pool_api.base.clone();
         registrars.push(tokio::spawn(async move {
             let mut loops = Vec::new();
             while Instant::now() < reg_deadline {
