@@ -153,7 +153,35 @@ pub struct Server {
     /// The last replica: pools are made on it, so launchers talk to it.
     pub pool_api: Api,
     pub pool_proc_pid: u32,
+    /// Every replica's base URL (one on SQLite).
+    pub bases: Vec<String>,
+    /// The PostgreSQL database, when on PostgreSQL.
+    pub database_url: Option<String>,
     _replicas: Vec<Proc>,
+}
+
+impl Server {
+    /// Every control-plane process (the replicas).
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.proc.pid())
+            .chain(self._replicas.iter().map(Proc::pid))
+            .collect()
+    }
+
+    /// Transactions committed so far in its PostgreSQL database.
+    pub async fn database_commits(&self) -> Result<Option<i64>> {
+        use sqlx::Connection;
+        let Some(url) = &self.database_url else {
+            return Ok(None);
+        };
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let commits: i64 = sqlx::query_scalar(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(Some(commits))
+    }
 }
 
 impl Server {
@@ -176,9 +204,11 @@ impl Server {
                         Server::start_one(ctx, &dir.join(format!("r{i}")), lease_timeout, shared)
                             .await?;
                     first.pool_api = other.api.clone();
+                    first.bases.push(other.api.base.clone());
                     first.pool_proc_pid = other.pool_proc_pid;
                     first._replicas.push(other.proc);
                 }
+                first.database_url = Some(url);
                 Ok(first)
             }
         }
@@ -227,6 +257,8 @@ impl Server {
                     let pid = proc.pid();
                     return Ok(Server {
                         proc,
+                        bases: vec![api.base.clone()],
+                        database_url: None,
                         pool_api: api.clone(),
                         api,
                         pool_proc_pid: pid,

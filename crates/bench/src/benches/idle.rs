@@ -66,7 +66,8 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
     let registering = Instant::now();
     let reg_deadline = registering + o.idle_registration_limit;
     let mut registrars = Vec::new();
-    for _ in 0..REGISTRARS {
+    // With replicas, the workers are spread over them, registrar by registrar.
+    for r in 0..REGISTRARS {
         let (queue, clients, credentials, stats, failures, done_at) = (
             queue.clone(),
             clients.clone(),
@@ -75,7 +76,7 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
             failures.clone(),
             done_at.clone(),
         );
-        let base = server.pool_api.base.clone();
+        let base = server.bases[r % server.bases.len()].clone();
         registrars.push(tokio::spawn(async move {
             let mut loops = Vec::new();
             while Instant::now() < reg_deadline {
@@ -173,13 +174,23 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
 
     tokio::time::sleep(o.idle_settle).await;
     let before = stats.snapshot();
-    let server_cpu = CpuMeter::start(Some(server_pid))?;
+    // Every replica's CPU: the idle workers are spread over them.
+    let server_cpu = server
+        .pids()
+        .into_iter()
+        .map(|pid| CpuMeter::start(Some(pid)))
+        .collect::<Result<Vec<_>>>()?;
+    let commits_before = server.database_commits().await?;
     let idle_watch = ThreadWatch::start(server_pid, o.idle_window + Duration::from_secs(30));
     let bench_cpu = CpuMeter::start(None)?;
     stats.recording.store(true, Ordering::Relaxed);
     tokio::time::sleep(o.idle_window).await;
     stats.recording.store(false, Ordering::Relaxed);
-    let server_pct = server_cpu.percent()?;
+    let server_pct = server_cpu
+        .iter()
+        .map(CpuMeter::percent)
+        .sum::<Result<f64>>()?;
+    let commits_after = server.database_commits().await?;
     let window = o.idle_window.as_secs_f64();
     let idle_threads = idle_watch.finish().await;
     let bench_pct = bench_cpu.percent()?;
@@ -204,11 +215,23 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
         "  per worker",
         format!("{:.1} KB", grown as f64 / registered.max(1) as f64),
     );
+    let replicas = server.bases.len();
     report.info(
         b,
-        &format!("server CPU over {window:.0} s idle"),
+        &if replicas > 1 {
+            format!("server CPU over {window:.0} s idle, {replicas} replicas together")
+        } else {
+            format!("server CPU over {window:.0} s idle")
+        },
         format!("{server_pct:.1}% of a core"),
     );
+    if let (Some(before), Some(after)) = (commits_before, commits_after) {
+        report.info(
+            b,
+            "  database transactions per second",
+            format!("{:.0}", (after - before) as f64 / window),
+        );
+    }
     report.note(format!("{b}: server threads while idle: {idle_threads}"));
     report.info(
         b,
