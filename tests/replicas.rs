@@ -407,3 +407,63 @@ fn news_on_one_replica_wakes_waiters_on_another() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_replica_needs_a_shared_keyring_and_a_postgres_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(gantry_bin());
+        command
+            .arg("server")
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("GANTRY_SECRETS_KEY")
+            .env_remove("GANTRY_DATABASE_URL");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    // No database is reached: the keyring is checked first.
+    let out = server(
+        &[
+            "--database-url",
+            "postgres://gantry:hunter2hunter2@127.0.0.1:1/gantry",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("GANTRY_SECRETS_KEY") && stderr.contains("--secrets-key-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+    // Not a PostgreSQL URL: named, fixed, and the password masked.
+    let out = server(
+        &["--database-url", "mysql://gantry:hunter2hunter2@db/gantry"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--database-url") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+    // A database out of reach: named, without the password.
+    let key = gantry_pki::at_rest::SecretsKeyring::generate_key();
+    let out = server(
+        &[
+            "--database-url",
+            "postgres://gantry:hunter2hunter2@127.0.0.1:1/gantry",
+        ],
+        &[("GANTRY_SECRETS_KEY", &key)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot open the database"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+}

@@ -17,7 +17,7 @@ impl SqlStore {
         install_drivers();
         let native = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&native).await?;
