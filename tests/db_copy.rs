@@ -46,7 +46,8 @@ fn stderr(output: &Output) -> String {
 #[test]
 #[ignore = "needs PostgreSQL (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
 fn a_stopped_sqlite_control_plane_is_copied_into_postgres_and_verified() {
-    let mut server = Server::start_sqlite_args(&[]) // the source is SQLite whatever the engine switch says;
+    // The source is SQLite, whatever the engine switch says.
+    let mut server = Server::start_sqlite_args(&[]);
     let pool = server.create_pool("moving");
     let launcher = Launcher::start(&pool, &[]);
     launcher.wait_registered();
