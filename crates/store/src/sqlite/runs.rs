@@ -183,6 +183,10 @@ impl RunStore for SqliteStore {
                     worker_id = ?, lease_id = ?, lease_expires_at = ?, updated_at = ?, stop_requested = 0
                  WHERE seq = (SELECT seq FROM runs WHERE pool_id = ? AND state IN ('READY', 'CONFIRMED')
                               AND lease_id IS NULL ORDER BY seq LIMIT 1)
+                   -- Checked in the claim itself: a worker drained after its
+                   -- poll looked (by drain_worker_if_idle, for scale-in) must
+                   -- never get a run, or its instance could be terminated busy.
+                   AND NOT EXISTS (SELECT 1 FROM workers WHERE id = ? AND drain = 1)
                  RETURNING id, state",
             )
             .bind(worker_id)
@@ -190,6 +194,7 @@ impl RunStore for SqliteStore {
             .bind(lease_expires_at)
             .bind(now)
             .bind(pool_id)
+            .bind(worker_id)
             .fetch_optional(&mut *tx)
             .await?;
             let Some((run_id, state)) = claimed_run else {

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 
 use super::{from_json, new_id, to_json, SqliteStore};
 use crate::{NewSession, NewWorker, Result, SessionRecord, StoreError, WorkerRecord, WorkerStore};
@@ -30,10 +30,13 @@ fn worker_from_row(row: &SqliteRow) -> WorkerRecord {
     }
 }
 
-async fn worker_by_id(pool: &SqlitePool, worker_id: &str) -> Result<Option<WorkerRecord>> {
+pub(super) async fn worker_by_id<'e, E>(executor: E, worker_id: &str) -> Result<Option<WorkerRecord>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
     let row = sqlx::query(&format!("{SELECT_WORKER} WHERE w.id = ?"))
         .bind(worker_id)
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await?;
     Ok(row.map(|r| worker_from_row(&r)))
 }
