@@ -16,8 +16,12 @@ export CI="${CI:-true}"
 
 ./scripts/install-test-deps.sh
 
+# The autoscaler (AWS SDK) is a feature the demo's build leaves out; the
+# tests and releases build it.
+features=(--features gantry/autoscaler)
+
 echo "==> cargo build"
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets "${features[@]}"
 
 echo "==> images: gantry-runner, gantry-launcher (from the debug build above)"
 ./scripts/build-images.sh --profile debug
@@ -62,10 +66,10 @@ if [ -n "$deploy_pid" ]; then
 fi
 
 if [ "${GANTRY_TEST_RUNNER:-}" != cargo ] && cargo nextest --version >/dev/null 2>&1; then
-    cargo_tests=(cargo nextest run --workspace --no-fail-fast --run-ignored all
+    cargo_tests=(cargo nextest run --workspace "${features[@]}" --no-fail-fast --run-ignored all
         --test-threads "${GANTRY_TEST_THREADS:-$(nproc)}")
 else
-    cargo_tests=(cargo test --workspace --no-fail-fast -- --include-ignored)
+    cargo_tests=(cargo test --workspace "${features[@]}" --no-fail-fast -- --include-ignored)
 fi
 if [ ${#failed[@]} -gt 0 ]; then
     echo "==> failed before the cargo tests: ${failed[*]}" >&2

@@ -27,6 +27,35 @@ pub struct ServerConfig {
     /// Reverse proxies and load balancers whose `X-Forwarded-For` names the
     /// client (for the failed-authentication limit); empty trusts none.
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// `--metrics-listen`: also serve `/metrics` here, without authentication.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--autoscale POOL=ASG`: Auto Scaling groups this server scales.
+    pub autoscale: Vec<AutoscaleTarget>,
+}
+
+/// One `--autoscale POOL=ASG`: the pool whose demand sizes the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoscaleTarget {
+    pub pool: String,
+    pub asg_name: String,
+}
+
+impl std::str::FromStr for AutoscaleTarget {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<AutoscaleTarget, String> {
+        match value.split_once('=') {
+            Some((pool, asg)) if !pool.trim().is_empty() && !asg.trim().is_empty() => {
+                Ok(AutoscaleTarget {
+                    pool: pool.trim().to_string(),
+                    asg_name: asg.trim().to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{value:?} is not POOL=ASG: give the worker pool's name and the Auto Scaling group's name, e.g. --autoscale linux=gantry-linux-workers"
+            )),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -43,6 +72,8 @@ impl ServerConfig {
             tls: None,
             secrets_key: Default::default(),
             trusted_proxies: Default::default(),
+            metrics_listen: None,
+            autoscale: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub signals: Arc<Signals>,
     pub limiter: Arc<crate::limiter::FailedAuthLimiter>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -22,6 +23,7 @@ impl AppState {
             config: Arc::new(config),
             signals: Arc::new(Signals::default()),
             limiter: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
