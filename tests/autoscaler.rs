@@ -46,7 +46,9 @@ fn moto() -> Option<&'static Moto> {
         let proc = Proc::spawn_command(command);
         let url = format!("http://127.0.0.1:{port}");
         wait_for("moto_server", Duration::from_secs(30), || {
-            reqwest::blocking::get(format!("{url}/moto-api/")).ok().filter(|r| r.status().is_success())
+            reqwest::blocking::get(format!("{url}/moto-api/"))
+                .ok()
+                .filter(|r| r.status().is_success())
         });
         for (key, value) in [
             ("AWS_ENDPOINT_URL", url.as_str()),
@@ -75,8 +77,12 @@ struct Fixture {
 }
 
 fn fixture(name: &str, max: i32) -> Option<Fixture> {
+    fixture_with(name, max, &[])
+}
+
+fn fixture_with(name: &str, max: i32, server_args: &[&str]) -> Option<Fixture> {
     moto()?;
-    let server = Server::start_with("10s");
+    let server = Server::start_with_args("10s", server_args);
     let pool = server.create_pool(name);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = rt.block_on(scaler::sdk_client()).unwrap();
@@ -135,7 +141,14 @@ impl Fixture {
 
     /// `gantry autoscaler --once -o json` with these extra flags.
     fn once(&self, extra: &[&str]) -> Value {
-        let mut args = vec!["autoscaler", "--pool", &self.name, "--asg-name", &self.name, "--once"];
+        let mut args = vec![
+            "autoscaler",
+            "--pool",
+            &self.name,
+            "--asg-name",
+            &self.name,
+            "--once",
+        ];
         args.extend_from_slice(extra);
         self.server.cli_json(&args)
     }
@@ -171,8 +184,12 @@ fn plan(report: &Value) -> &str {
 #[test]
 #[ignore = "slow: moto"]
 fn zero_to_n_on_demand_then_n_to_zero_with_drains() {
-    let Some(mut f) = fixture("up-down", 5) else { return };
-    let runs: Vec<String> = (0..3).map(|_| f.server.submit("up-down", &["sleep", "1"])).collect();
+    let Some(mut f) = fixture("up-down", 5) else {
+        return;
+    };
+    let runs: Vec<String> = (0..3)
+        .map(|_| f.server.submit("up-down", &["sleep", "1"]))
+        .collect();
 
     let report = f.once(&[]);
     assert_eq!(plan(&report), "scale_out", "{report:#}");
@@ -199,7 +216,11 @@ fn zero_to_n_on_demand_then_n_to_zero_with_drains() {
     assert_eq!(plan(&report), "scale_in", "{report:#}");
     assert_eq!(report["terminated"].as_array().unwrap().len(), 2);
     let report = f.once(&["--scale-in-delay", "0s"]);
-    assert_eq!(report["terminated"].as_array().unwrap().len(), 1, "{report:#}");
+    assert_eq!(
+        report["terminated"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
     let (desired, instances) = f.group();
     assert_eq!((desired, instances.len()), (0, 0));
     // Every worker was drained by the control plane before its instance went.
@@ -219,11 +240,17 @@ fn zero_to_n_on_demand_then_n_to_zero_with_drains() {
 #[test]
 #[ignore = "slow: moto"]
 fn no_change_while_all_workers_are_busy() {
-    let Some(mut f) = fixture("busy", 5) else { return };
-    let runs: Vec<String> = (0..2).map(|_| f.server.submit("busy", &["sleep", "60"])).collect();
+    let Some(mut f) = fixture("busy", 5) else {
+        return;
+    };
+    let runs: Vec<String> = (0..2)
+        .map(|_| f.server.submit("busy", &["sleep", "60"]))
+        .collect();
     assert_eq!(plan(&f.once(&[])), "scale_out");
     f.launch_workers();
-    wait_for("both workers busy", LONG, || (f.demand()["workers_busy"] == 2).then_some(()));
+    wait_for("both workers busy", LONG, || {
+        (f.demand()["workers_busy"] == 2).then_some(())
+    });
 
     for _ in 0..2 {
         let report = f.once(&["--scale-in-delay", "0s"]);
@@ -270,7 +297,11 @@ impl Racing {
             request = request.json(&body);
         }
         let response = request.send().await.unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
@@ -300,8 +331,15 @@ impl ControlPlane for Racing {
             let run = self.submit(&["sleep", "2"]).await;
             // Until the worker holds it.
             for _ in 0..400 {
-                let worker = self.api(reqwest::Method::GET, &format!("/workers/{worker_id}"), None).await;
-                if worker["running"].as_array().unwrap().iter().any(|r| r == run.as_str()) {
+                let worker = self
+                    .api(reqwest::Method::GET, &format!("/workers/{worker_id}"), None)
+                    .await;
+                if worker["running"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == run.as_str())
+                {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -313,8 +351,13 @@ impl ControlPlane for Racing {
             // The drained worker's poll was open: a claim path that ignored
             // the drain would hand it the run within milliseconds.
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            let seen = self.api(reqwest::Method::GET, &format!("/runs/{run}"), None).await;
-            assert_eq!(seen["state"], "READY", "a drained worker was given a run: {seen:#}");
+            let seen = self
+                .api(reqwest::Method::GET, &format!("/runs/{run}"), None)
+                .await;
+            assert_eq!(
+                seen["state"], "READY",
+                "a drained worker was given a run: {seen:#}"
+            );
         }
         Ok(answer)
     }
@@ -327,7 +370,9 @@ impl ControlPlane for Racing {
 #[test]
 #[ignore = "slow: moto"]
 fn a_run_claimed_around_the_drain_is_never_killed() {
-    let Some(mut f) = fixture("race", 3) else { return };
+    let Some(mut f) = fixture("race", 3) else {
+        return;
+    };
     let first = f.server.submit("race", &["true"]);
     assert_eq!(plan(&f.once(&[])), "scale_out");
     f.launch_workers();
@@ -354,9 +399,12 @@ fn a_run_claimed_around_the_drain_is_never_killed() {
     assert!(report.terminated.is_empty(), "{report:#?}");
     assert_eq!(report.skipped.len(), 1, "{report:#?}");
     assert!(report.skipped[0].reason.contains("took run"), "{report:#?}");
-    assert_eq!(f.group().1, [instance.clone()]);
+    assert_eq!(f.group().1, std::slice::from_ref(&instance));
     let demand = f.demand();
-    assert_eq!(demand["worker_list"][0]["state"], "busy", "left undrained: {demand:#}");
+    assert_eq!(
+        demand["worker_list"][0]["state"], "busy",
+        "left undrained: {demand:#}"
+    );
     wait_for("the raced run to finish", LONG, || {
         let runs = f.server.api_get("/runs?pool=race");
         runs.as_array()
@@ -371,7 +419,11 @@ fn a_run_claimed_around_the_drain_is_never_killed() {
     //    waits for capacity instead of dying with it.
     let mut scaler = autoscaler(Moment::AfterDrain);
     let report = f.rt.block_on(scaler.tick()).unwrap();
-    assert_eq!(report.terminated, [instance.clone()], "{report:#?}");
+    assert_eq!(
+        report.terminated,
+        std::slice::from_ref(&instance),
+        "{report:#?}"
+    );
     assert!(f.group().1.is_empty());
     let runs = f.server.api_get("/runs?pool=race");
     let late: Vec<&Value> = runs
@@ -414,4 +466,31 @@ fn unregistered_instances_are_reaped_after_the_timeout() {
         log.contains("never registered") && log.contains(&stranded[0]),
         "the reason is logged with the instance:\n{log}"
     );
+}
+
+#[test]
+#[ignore = "slow: moto"]
+fn gantry_server_runs_the_autoscaler_with_autoscale() {
+    let Some(mut f) = fixture_with(
+        "inserver",
+        3,
+        &[
+            "--autoscale",
+            "inserver=inserver",
+            "--autoscale-interval",
+            "500ms",
+        ],
+    ) else {
+        return;
+    };
+    let run = f.server.submit("inserver", &["true"]);
+    wait_for("the server's autoscaler to scale out", LONG, || {
+        let (desired, instances) = f.group();
+        (desired == 1 && instances.len() == 1).then_some(())
+    });
+    f.launch_workers();
+    assert_eq!(f.server.wait_run_end(&run, LONG)["state"], "FINISHED");
+    // Busy or idle within the scale-in delay (5 min): it stays.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(f.group().0, 1);
 }

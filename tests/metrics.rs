@@ -64,7 +64,12 @@ fn promtool_check(text: &str) {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
@@ -157,39 +162,75 @@ fn gauges_count_only_runs_a_worker_could_take_and_the_output_passes_promtool() {
     });
     assert_eq!(pool_gauges(&text, "tf"), [0.0, 1.0, 0.0, 0.0], "{text}");
     let ended_count = |state: &str| {
-        sample(&text, "gantry_runs_ended_total", &[("run_type", "task"), ("state", state)])
+        sample(
+            &text,
+            "gantry_runs_ended_total",
+            &[("run_type", "task"), ("state", state)],
+        )
     };
     assert_eq!(ended_count("FINISHED"), Some(1.0));
     // The planned run's plan phase was leased too: two dispatches at least.
     let dispatched: f64 = ["task", "tracked"]
         .iter()
-        .filter_map(|t| sample(&text, "gantry_run_dispatch_latency_seconds_count", &[("run_type", t)]))
+        .filter_map(|t| {
+            sample(
+                &text,
+                "gantry_run_dispatch_latency_seconds_count",
+                &[("run_type", t)],
+            )
+        })
         .sum();
     assert!(dispatched >= 2.0, "{text}");
     for phase in ["QUEUED", "READY", "PREPARING"] {
         assert!(
-            sample(&text, "gantry_run_phase_duration_seconds_count", &[("run_type", "task"), ("phase", phase)])
-                .is_some(),
+            sample(
+                &text,
+                "gantry_run_phase_duration_seconds_count",
+                &[("run_type", "task"), ("phase", phase)]
+            )
+            .is_some(),
             "no {phase} phase observed:\n{text}"
         );
     }
-    assert!(sample(&text, "gantry_log_bytes_total", &[]).unwrap() >= "metrics-log-line".len() as f64);
     assert!(
-        sample(&text, "gantry_http_requests_total", &[("route", "/api/v1/runs/{run}"), ("method", "GET"), ("status", "200")])
-            .unwrap()
+        sample(&text, "gantry_log_bytes_total", &[]).unwrap() >= "metrics-log-line".len() as f64
+    );
+    assert!(
+        sample(
+            &text,
+            "gantry_http_requests_total",
+            &[
+                ("route", "/api/v1/runs/{run}"),
+                ("method", "GET"),
+                ("status", "200")
+            ]
+        )
+        .unwrap()
             >= 1.0,
         "requests are counted by route template:\n{text}"
     );
-    assert!(!text.contains(&format!("route=\"/api/v1/runs/{task}\"")), "never by raw path");
-    for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
-                 "process_max_fds", "process_start_time_seconds"] {
+    assert!(
+        !text.contains(&format!("route=\"/api/v1/runs/{task}\"")),
+        "never by raw path"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
         assert!(sample(&text, name, &[]).unwrap() >= 0.0, "{name}");
     }
     assert!(sample(&text, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
     promtool_check(&text);
 
     // Without a token: 401 on the API port, served on --metrics-listen.
-    let response = server.http().get(format!("{}/metrics", server.url)).send().unwrap();
+    let response = server
+        .http()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 401);
     let open = reqwest::blocking::get(format!("http://{open_listen}/metrics")).unwrap();
     assert_eq!(open.status(), 200);
@@ -203,7 +244,10 @@ fn gauges_count_only_runs_a_worker_could_take_and_the_output_passes_promtool() {
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
         .unwrap();
-    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(om.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     assert!(om.text().unwrap().ends_with("# EOF\n"));
 
     // The Grafana dashboard: valid JSON, and every metric it queries exists.
@@ -213,9 +257,15 @@ fn gauges_count_only_runs_a_worker_could_take_and_the_output_passes_promtool() {
     .expect("deploy/grafana/gantry.json is valid JSON");
     let mut used = BTreeSet::new();
     dashboard_names(&dashboard, &mut used);
-    assert!(used.len() >= 6, "the dashboard queries the metrics: {used:?}");
+    assert!(
+        used.len() >= 6,
+        "the dashboard queries the metrics: {used:?}"
+    );
     let scraped = scraped_names(&text);
     let unknown: Vec<_> = used.difference(&scraped).collect();
-    assert!(unknown.is_empty(), "the dashboard names metrics /metrics lacks: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "the dashboard names metrics /metrics lacks: {unknown:?}"
+    );
     drop(launcher);
 }

@@ -3,12 +3,15 @@ validated strictly against the Kubernetes schemas, for the defaults and for each
 
 import base64
 import json
+import subprocess
+import urllib.parse
+import urllib.request
 
 import jsonschema
 import pytest
 import yaml
 
-from conftest import CHART, ROOT, require, run, tool
+from conftest import CHART, ROOT, free_port, require, run, tool, wait_until
 
 try:
     import helm_python as helm
@@ -189,6 +192,46 @@ def test_keda_is_off_by_default_and_scales_the_deployment_on_demand(chart):
     assert meta["threshold"] == "1"
     # Scaling in drains: the grace period still covers the longest run.
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 4200
+
+
+def test_keda_query_reads_pending_runs_and_busy_workers_on_a_real_prometheus(chart, control_plane_factory,
+                                                                            tmp_path):
+    """The ScaledObject's query, as rendered, run by a real Prometheus scraping a real control plane."""
+    prometheus = tool("prometheus")
+    plane = control_plane_factory()
+    plane.create_pool("linux", tmp_path)
+    for _ in range(2):  # no launcher: both stay pending
+        plane.cli("run", "submit", "--pool", "linux", "--", "true")
+    query = by_kind(render(chart, OPTIONS["keda"]), "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
+
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{
+            "job_name": "gantry", "metrics_path": "/metrics",
+            "authorization": {"credentials": plane.ADMIN_TOKEN},
+            "static_configs": [{"targets": [f"127.0.0.1:{plane.port}"]}],
+        }],
+    }))
+    log = tmp_path / "prometheus.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def value():
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    result = json.load(response)["data"]["result"]
+            except OSError:
+                return None
+            return result[0]["value"][1] if result else None
+        assert wait_until(lambda: proc.poll() is not None or value(), 60, "the query's first value"), log.read_text()
+        assert value() == "2", log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.mark.parametrize("values", [

@@ -46,7 +46,9 @@ impl HttpControlPlane {
             .timeout(std::time::Duration::from_secs(30))
             .send()
             .await
-            .with_context(|| format!("{method} {url}: the control plane is unreachable (check GANTRY_URL)"))?;
+            .with_context(|| {
+                format!("{method} {url}: the control plane is unreachable (check GANTRY_URL)")
+            })?;
         let status = response.status();
         if !status.is_success() {
             let message = match response.json::<ErrorBody>().await {

@@ -62,12 +62,22 @@ pub struct Victim {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Plan {
     /// Launched instances are not all there or registered yet.
-    Wait { reason: String },
+    Wait {
+        reason: String,
+    },
     /// Instances that never registered: terminate them.
-    Reap { instance_ids: Vec<String> },
-    ScaleOut { desired: u32 },
-    ScaleIn { victims: Vec<Victim> },
-    Steady { reason: String },
+    Reap {
+        instance_ids: Vec<String>,
+    },
+    ScaleOut {
+        desired: u32,
+    },
+    ScaleIn {
+        victims: Vec<Victim>,
+    },
+    Steady {
+        reason: String,
+    },
 }
 
 /// Serving workers wanted for the demand, within the group's bounds.
@@ -118,7 +128,8 @@ pub fn decide(observed: &Observation, policy: &Policy) -> Plan {
     let busy = workers.iter().filter(|w| w.busy && !w.drained).count() as u64;
     let serving = present - drained;
     let wanted = capacity(busy, observed.runs_pending, policy, 0, u32::MAX);
-    let desired = (wanted.saturating_add(drained)).clamp(observed.min, observed.max.max(observed.min));
+    let desired =
+        (wanted.saturating_add(drained)).clamp(observed.min, observed.max.max(observed.min));
     let step = policy.max_step.unwrap_or(u32::MAX);
     if desired > present {
         return Plan::ScaleOut {
@@ -225,10 +236,16 @@ mod tests {
     #[test]
     fn drained_workers_are_not_capacity() {
         // One pending run, one drained idle worker: a new instance is needed.
-        let plan = decide(&observed(1, 0, 5, vec![worker(1, false, true, 999)]), &policy());
+        let plan = decide(
+            &observed(1, 0, 5, vec![worker(1, false, true, 999)]),
+            &policy(),
+        );
         assert_eq!(plan, Plan::ScaleOut { desired: 2 });
         // A drained worker is never a scale-in victim.
-        let plan = decide(&observed(0, 0, 5, vec![worker(1, false, true, 999)]), &policy());
+        let plan = decide(
+            &observed(0, 0, 5, vec![worker(1, false, true, 999)]),
+            &policy(),
+        );
         assert!(matches!(plan, Plan::Steady { .. }), "{plan:?}");
     }
 
@@ -254,7 +271,11 @@ mod tests {
             panic!("{plan:?}")
         };
         let ids: Vec<_> = victims.iter().map(|v| v.instance_id.as_str()).collect();
-        assert_eq!(ids, ["i-1", "i-3"], "the busy one stays, the recent idle one waits");
+        assert_eq!(
+            ids,
+            ["i-1", "i-3"],
+            "the busy one stays, the recent idle one waits"
+        );
         // Never below the group's minimum.
         let plan = decide(&observed(0, 3, 5, instances), &policy());
         let Plan::ScaleIn { victims } = plan else {

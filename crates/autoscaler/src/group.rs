@@ -73,7 +73,9 @@ impl AutoScalingGroup {
             .auto_scaling_group_names(&self.name)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("DescribeAutoScalingGroups: {}", DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!("DescribeAutoScalingGroups: {}", DisplayErrorContext(e))
+            })?;
         let group = output
             .auto_scaling_groups()
             .iter()

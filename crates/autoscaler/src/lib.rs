@@ -18,9 +18,9 @@ mod group;
 mod settings;
 mod tick;
 
-pub use control_plane::{ControlPlane, HttpControlPlane};
-pub use group::{sdk_client, AutoScalingGroup, GroupInstance, GroupState};
 /// The SDK itself, for callers that set groups up (the tests, against moto).
 pub use aws_sdk_autoscaling;
+pub use control_plane::{ControlPlane, HttpControlPlane};
+pub use group::{sdk_client, AutoScalingGroup, GroupInstance, GroupState};
 pub use settings::Settings;
 pub use tick::{Autoscaler, TickReport};

@@ -57,3 +57,62 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    #[test]
+    fn bad_settings_name_their_flag() {
+        let ok = Settings::new("linux", "workers");
+        assert!(ok.validate().is_ok());
+        let cases = [
+            (
+                Settings {
+                    target_utilization: 0.0,
+                    ..ok.clone()
+                },
+                "--target-utilization",
+            ),
+            (
+                Settings {
+                    target_utilization: 1.5,
+                    ..ok.clone()
+                },
+                "--target-utilization",
+            ),
+            (
+                Settings {
+                    max_step: Some(0),
+                    ..ok.clone()
+                },
+                "--max-step",
+            ),
+            (
+                Settings {
+                    pool: " ".into(),
+                    ..ok.clone()
+                },
+                "--pool",
+            ),
+            (
+                Settings {
+                    asg_name: String::new(),
+                    ..ok.clone()
+                },
+                "--asg-name",
+            ),
+            (
+                Settings {
+                    interval: std::time::Duration::ZERO,
+                    ..ok.clone()
+                },
+                "--interval",
+            ),
+        ];
+        for (settings, flag) in cases {
+            let error = settings.validate().unwrap_err();
+            assert!(error.starts_with(flag), "{error}");
+        }
+    }
+}

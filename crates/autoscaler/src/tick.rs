@@ -130,7 +130,12 @@ impl<C: ControlPlane> Autoscaler<C> {
             instances,
         };
         let plan = decide(&observation, &self.policy());
-        let workers = || observation.instances.iter().filter_map(|i| i.worker.as_ref());
+        let workers = || {
+            observation
+                .instances
+                .iter()
+                .filter_map(|i| i.worker.as_ref())
+        };
         let mut report = TickReport {
             pool: demand.pool.clone(),
             asg: self.settings.asg_name.clone(),

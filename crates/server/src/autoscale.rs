@@ -45,7 +45,10 @@ impl ControlPlane for InServer {
 /// region rather than at the first tick) and starts its loop.
 pub async fn spawn(state: &AppState) -> anyhow::Result<()> {
     for target in &state.config.autoscale {
-        let settings = Settings::new(&target.pool, &target.asg_name);
+        let settings = Settings {
+            interval: state.config.autoscale_interval,
+            ..Settings::new(&target.pool, &target.asg_name)
+        };
         let group = AutoScalingGroup::connect(&target.asg_name)
             .await
             .with_context(|| format!("--autoscale {}={}", target.pool, target.asg_name))?;

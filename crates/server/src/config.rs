@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// `--autoscale POOL=ASG`: Auto Scaling groups this server scales.
     pub autoscale: Vec<AutoscaleTarget>,
+    /// `--autoscale-interval`: time between the in-server autoscalers' ticks.
+    pub autoscale_interval: Duration,
 }
 
 /// One `--autoscale POOL=ASG`: the pool whose demand sizes the group.
@@ -74,6 +76,7 @@ impl ServerConfig {
             trusted_proxies: Default::default(),
             metrics_listen: None,
             autoscale: Vec::new(),
+            autoscale_interval: Duration::from_secs(30),
         }
     }
 
@@ -81,5 +84,26 @@ impl ServerConfig {
     /// never costs a run.
     pub fn heartbeat_interval(&self) -> Duration {
         self.lease_timeout / 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AutoscaleTarget;
+
+    #[test]
+    fn autoscale_targets_are_pool_equals_group() {
+        let target: AutoscaleTarget = " linux = gantry-linux ".parse().unwrap();
+        assert_eq!(
+            target,
+            AutoscaleTarget {
+                pool: "linux".into(),
+                asg_name: "gantry-linux".into()
+            }
+        );
+        for bad in ["linux", "=asg", "linux=", ""] {
+            let error = bad.parse::<AutoscaleTarget>().unwrap_err();
+            assert!(error.contains("POOL=ASG"), "{error}");
+        }
     }
 }

@@ -79,7 +79,10 @@ async fn only_runs_a_worker_could_take_now_are_pending() {
         .insert_stack_run(&stack, RunType::Tracked, &[], 2)
         .await
         .unwrap();
-    let lease = store.claim_runs(&pool.id, &w, 1, i64::MAX, 3).await.unwrap()[0]
+    let lease = store
+        .claim_runs(&pool.id, &w, 1, i64::MAX, 3)
+        .await
+        .unwrap()[0]
         .lease_id
         .clone()
         .unwrap();
@@ -113,11 +116,17 @@ async fn only_runs_a_worker_could_take_now_are_pending() {
     assert_eq!(demand[0].runs_pending, 2, "READY task runs only");
     assert_eq!(demand[0].workers.len(), 1);
     assert_eq!(demand[0].workers[0].running, 0);
-    assert_eq!(demand[0].workers[0].idle_since, 5, "idle since its run was parked");
+    assert_eq!(
+        demand[0].workers[0].idle_since, 5,
+        "idle since its run was parked"
+    );
     assert_eq!(demand[0].workers[0].tags["instance_id"], "i-1");
 
     let all = store.pool_demand(None).await.unwrap();
-    let names: Vec<_> = all.iter().map(|p| (p.pool_name.as_str(), p.runs_pending)).collect();
+    let names: Vec<_> = all
+        .iter()
+        .map(|p| (p.pool_name.as_str(), p.runs_pending))
+        .collect();
     assert_eq!(names, [("p", 2), ("q", 1)]);
 }
 
@@ -128,7 +137,10 @@ async fn a_busy_worker_is_not_drained_and_a_drained_one_gets_no_run() {
     let busy = worker(&store, &pool, "i-busy", 1).await;
     let idle = worker(&store, &pool, "i-idle", 1).await;
     let run = task(&store, &pool, 2).await;
-    let claimed = store.claim_runs(&pool.id, &busy, 1, i64::MAX, 3).await.unwrap();
+    let claimed = store
+        .claim_runs(&pool.id, &busy, 1, i64::MAX, 3)
+        .await
+        .unwrap();
     assert_eq!(claimed[0].id, run);
 
     let refused = store.drain_worker_if_idle(&busy).await.unwrap();
@@ -154,9 +166,15 @@ async fn a_busy_worker_is_not_drained_and_a_drained_one_gets_no_run() {
     assert_eq!(demand[0].runs_pending, 1);
     // Undrained, it takes it.
     store.set_worker_drain(&idle, false).await.unwrap();
-    let claimed = store.claim_runs(&pool.id, &idle, 1, i64::MAX, 6).await.unwrap();
+    let claimed = store
+        .claim_runs(&pool.id, &idle, 1, i64::MAX, 6)
+        .await
+        .unwrap();
     assert_eq!(claimed[0].id, waiting);
 
     store.deregister_worker(&idle, 7).await.unwrap();
-    assert!(store.drain_worker_if_idle(&idle).await.is_err(), "a gone worker");
+    assert!(
+        store.drain_worker_if_idle(&idle).await.is_err(),
+        "a gone worker"
+    );
 }

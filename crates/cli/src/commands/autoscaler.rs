@@ -120,7 +120,10 @@ pub async fn run(ctx: &super::Context, args: AutoscalerArgs) -> Result<u8, Failu
                 report.instances,
                 report.desired_before
             );
-            println!("{}", serde_json::to_string(&report.plan).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string(&report.plan).unwrap_or_default()
+            );
             for id in &report.terminated {
                 println!("terminated {id}");
             }

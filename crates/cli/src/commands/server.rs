@@ -98,6 +98,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "POOL=ASG", value_parser = parse_autoscale)]
     autoscale: Vec<AutoscaleTarget>,
 
+    /// Time between the --autoscale autoscalers' ticks.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    autoscale_interval: Duration,
+
     /// Log filter, e.g. info or gantry_server=debug.
     #[arg(long, env = "GANTRY_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -174,6 +178,7 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     config.trusted_proxies = args.trusted_proxies;
     config.metrics_listen = args.metrics_listen;
     config.autoscale = args.autoscale;
+    config.autoscale_interval = args.autoscale_interval;
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN").ok();
     config.secrets_key =
         gantry_server::secrets_key::SecretsKeySource::from_env(args.secrets_key_file)

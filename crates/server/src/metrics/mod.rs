@@ -254,7 +254,12 @@ pub async fn render(state: &AppState, openmetrics: bool) -> ApiResult<String> {
     encode_registry(&mut out, &state.metrics.registry)
         .and_then(|_| encode_registry(&mut out, &scrape))
         .and_then(|_| encode_eof(&mut out))
-        .map_err(|_| ApiError::new(gantry_wire::error::ErrorCode::Internal, "metrics could not be encoded"))?;
+        .map_err(|_| {
+            ApiError::new(
+                gantry_wire::error::ErrorCode::Internal,
+                "metrics could not be encoded",
+            )
+        })?;
     Ok(if openmetrics {
         out
     } else {

@@ -87,7 +87,8 @@ pub async fn summaries(state: &AppState) -> ApiResult<Vec<PoolDemand>> {
 /// The pool gauges, named as the seed product's exporter names them so
 /// that its dashboards and KEDA rules port.
 pub fn register(registry: &mut Registry, pools: &[PoolDemand]) {
-    let gauges: [(&str, &str, fn(&PoolDemand) -> u64); 4] = [
+    type Gauged = (&'static str, &'static str, fn(&PoolDemand) -> u64);
+    let gauges: [Gauged; 4] = [
         (
             "gantry_worker_pool_runs_pending",
             "Runs a worker of the pool could take now: READY (or CONFIRMED) and unleased; not UNCONFIRMED, not QUEUED behind another run on their stack",

@@ -4,7 +4,9 @@ use sqlx::Row;
 use super::runs::HELD;
 use super::workers::worker_by_id;
 use super::{from_json, SqliteStore};
-use crate::{DemandStore, DrainIfIdleRecord, PoolDemandRecord, Result, StoreError, WorkerDemandRecord};
+use crate::{
+    DemandStore, DrainIfIdleRecord, PoolDemandRecord, Result, StoreError, WorkerDemandRecord,
+};
 
 #[async_trait]
 impl DemandStore for SqliteStore {

@@ -30,7 +30,10 @@ fn worker_from_row(row: &SqliteRow) -> WorkerRecord {
     }
 }
 
-pub(super) async fn worker_by_id<'e, E>(executor: E, worker_id: &str) -> Result<Option<WorkerRecord>>
+pub(super) async fn worker_by_id<'e, E>(
+    executor: E,
+    worker_id: &str,
+) -> Result<Option<WorkerRecord>>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
