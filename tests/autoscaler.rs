@@ -494,3 +494,33 @@ fn gantry_server_runs_the_autoscaler_with_autoscale() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(f.group().0, 1);
 }
+
+#[test]
+#[ignore = "slow: moto"]
+fn a_restarted_launchers_old_worker_does_not_make_a_busy_instance_a_victim() {
+    let Some(mut f) = fixture("restart", 3) else {
+        return;
+    };
+    let first = f.server.submit("restart", &["true"]);
+    assert_eq!(plan(&f.once(&[])), "scale_out");
+    f.launch_workers();
+    assert_eq!(f.server.wait_run_end(&first, LONG)["state"], "FINISHED");
+    let instance = f.group().1[0].clone();
+    // The launcher dies without deregistering (its worker stays live until
+    // the lease timeout, idle), and a new one starts on the same instance.
+    let mut old = f.launchers.remove(&instance).unwrap();
+    old.proc.signal(nix::sys::signal::Signal::SIGKILL);
+    old.proc.wait_exit(Duration::from_secs(10));
+    let new = Launcher::start(&f.pool, &[("GANTRY_METADATA_instance_id", &instance)]);
+    new.wait_registered();
+    let long = f.server.submit("restart", &["sleep", "30"]);
+    f.server.wait_state(&long, "APPLYING", LONG);
+    let demand = f.demand();
+    assert_eq!(demand["workers"], 2, "both live: {demand:#}");
+
+    let report = f.once(&["--scale-in-delay", "0s"]);
+    assert_eq!(plan(&report), "steady", "{report:#}");
+    assert_eq!(f.group().1, std::slice::from_ref(&instance));
+    assert_eq!(f.server.run(&long)["state"], "APPLYING");
+    f.server.cli_json(&["run", "stop", &long]);
+}

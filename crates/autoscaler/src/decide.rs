@@ -18,6 +18,9 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct ObservedInstance {
     pub instance_id: String,
+    /// The live workers on it, as one: usually one, but a restarted launcher
+    /// leaves its old worker live until the lease timeout, and a machine may
+    /// run several launchers.
     pub worker: Option<ObservedWorker>,
     /// How long it has been seen without a live worker (the first tick
     /// that sees it starts the clock).
@@ -26,11 +29,15 @@ pub struct ObservedInstance {
 
 #[derive(Debug, Clone)]
 pub struct ObservedWorker {
-    pub id: String,
+    /// Every live worker on the instance.
+    pub ids: Vec<String>,
+    /// Any of them holds a run.
     pub busy: bool,
+    /// All of them are drained.
     pub drained: bool,
+    /// The shortest idle time among them.
     pub idle_for: Duration,
-    /// Registration order (RFC 3339 strings sort by time).
+    /// The earliest registration, for the order (RFC 3339 strings sort by time).
     pub registered_at: String,
 }
 
@@ -54,7 +61,7 @@ pub struct Policy {
 /// A worker chosen for removal, and its instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Victim {
-    pub worker_id: String,
+    pub worker_ids: Vec<String>,
     pub instance_id: String,
 }
 
@@ -156,7 +163,7 @@ pub fn decide(observed: &Observation, policy: &Policy) -> Plan {
         .into_iter()
         .take(excess)
         .map(|(i, w)| Victim {
-            worker_id: w.id.clone(),
+            worker_ids: w.ids.clone(),
             instance_id: i.instance_id.clone(),
         })
         .collect();
@@ -188,7 +195,7 @@ mod tests {
         ObservedInstance {
             instance_id: format!("i-{n}"),
             worker: Some(ObservedWorker {
-                id: format!("w-{n}"),
+                ids: vec![format!("w-{n}")],
                 busy,
                 drained,
                 idle_for: Duration::from_secs(idle_secs),

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use gantry_wire::demand::WorkerDemand;
+use gantry_wire::pool::WorkerState;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -32,7 +34,7 @@ pub struct TickReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
-    pub worker_id: String,
+    pub worker_ids: Vec<String>,
     pub instance_id: String,
     pub reason: String,
 }
@@ -87,12 +89,14 @@ impl<C: ControlPlane> Autoscaler<C> {
         let mut instances = Vec::with_capacity(group.instances.len());
         let mut on_group = 0u64;
         for instance in &group.instances {
-            let worker = demand
+            let on_instance: Vec<&WorkerDemand> = demand
                 .worker_list
                 .iter()
-                .find(|w| w.instance_id.as_deref() == Some(instance.id.as_str()));
+                .filter(|w| w.instance_id.as_deref() == Some(instance.id.as_str()))
+                .collect();
+            let worker = observe(&on_instance);
             if worker.is_some() {
-                on_group += 1;
+                on_group += on_instance.len() as u64;
                 self.unregistered_since.remove(&instance.id);
             }
             let since = *self
@@ -101,18 +105,12 @@ impl<C: ControlPlane> Autoscaler<C> {
                 .or_insert(now);
             instances.push(ObservedInstance {
                 instance_id: instance.id.clone(),
-                worker: worker.map(|w| ObservedWorker {
-                    id: w.id.clone(),
-                    busy: w.running > 0,
-                    drained: w.state == gantry_wire::pool::WorkerState::Drained,
-                    idle_for: Duration::from_millis(w.idle_for_ms),
-                    registered_at: w.registered_at.clone(),
-                }),
                 unregistered_for: if worker.is_some() {
                     Duration::ZERO
                 } else {
                     now - since
                 },
+                worker,
             });
         }
         // Forget instances that left the group, and the registered ones.
@@ -182,10 +180,10 @@ impl<C: ControlPlane> Autoscaler<C> {
                     match self.scale_in_one(victim).await {
                         Ok(None) => report.terminated.push(victim.instance_id.clone()),
                         Ok(Some(reason)) => {
-                            tracing::info!(pool = %report.pool, worker_id = %victim.worker_id,
+                            tracing::info!(pool = %report.pool, worker_ids = ?victim.worker_ids,
                                 instance_id = %victim.instance_id, %reason, "scale-in skipped a worker");
                             report.skipped.push(Skipped {
-                                worker_id: victim.worker_id.clone(),
+                                worker_ids: victim.worker_ids.clone(),
                                 instance_id: victim.instance_id.clone(),
                                 reason,
                             });
@@ -198,34 +196,110 @@ impl<C: ControlPlane> Autoscaler<C> {
         Ok(report)
     }
 
-    /// Removes one idle worker and its instance, never a busy one. `None`
+    /// Removes one idle instance, never one with a busy worker. `None`
     /// when terminated, else why it was left alone.
     async fn scale_in_one(&self, victim: &Victim) -> anyhow::Result<Option<String>> {
-        let drain = self.control_plane.drain_if_idle(&victim.worker_id).await?;
-        if !drain.drained {
-            return Ok(Some(format!(
-                "it took run(s) {} after the demand was read; left undrained",
-                drain.worker.running.join(", ")
-            )));
+        let mut drained = Vec::new();
+        for worker_id in &victim.worker_ids {
+            let drain = self.control_plane.drain_if_idle(worker_id).await?;
+            if !drain.drained {
+                self.undrain(&drained).await?;
+                return Ok(Some(format!(
+                    "worker {worker_id} took run(s) {} after the demand was read; left undrained",
+                    drain.worker.running.join(", ")
+                )));
+            }
+            drained.push(worker_id.clone());
         }
-        // Drained: the control plane gives it no new run. Ask once more right
-        // before the terminate, so that a control plane that let a claim in
-        // anyway (an older replica during an upgrade) cannot cost a run.
-        let check = self.control_plane.drain_if_idle(&victim.worker_id).await?;
-        if !check.drained || !check.worker.running.is_empty() {
-            self.control_plane.undrain(&victim.worker_id).await?;
-            return Ok(Some(format!(
-                "run(s) {} were claimed between the drain and the terminate; undrained",
-                check.worker.running.join(", ")
-            )));
+        // Drained: the control plane gives them no new run. Ask once more
+        // right before the terminate, so that a control plane that let a
+        // claim in anyway (an older replica during an upgrade) cannot cost a run.
+        for worker_id in &victim.worker_ids {
+            let check = self.control_plane.drain_if_idle(worker_id).await?;
+            if !check.drained || !check.worker.running.is_empty() {
+                self.undrain(&drained).await?;
+                return Ok(Some(format!(
+                    "run(s) {} were claimed by worker {worker_id} between the drain and the terminate; undrained",
+                    check.worker.running.join(", ")
+                )));
+            }
         }
         tracing::info!(pool = %self.settings.pool, asg = %self.settings.asg_name,
-            worker_id = %victim.worker_id, instance_id = %victim.instance_id, "scaling in: terminating an idle, drained worker");
+            worker_ids = ?victim.worker_ids, instance_id = %victim.instance_id, "scaling in: terminating an idle, drained worker");
         if let Err(error) = self.group.terminate(&victim.instance_id, true).await {
             // Still there: let it work again.
-            self.control_plane.undrain(&victim.worker_id).await?;
+            self.undrain(&drained).await?;
             return Err(error);
         }
         Ok(None)
+    }
+
+    async fn undrain(&self, worker_ids: &[String]) -> anyhow::Result<()> {
+        for worker_id in worker_ids {
+            self.control_plane.undrain(worker_id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The live workers on one instance, as one: busy if any is, drained only
+/// if all are, idle for as long as the most recently busy one.
+fn observe(workers: &[&WorkerDemand]) -> Option<ObservedWorker> {
+    if workers.is_empty() {
+        return None;
+    }
+    Some(ObservedWorker {
+        ids: workers.iter().map(|w| w.id.clone()).collect(),
+        busy: workers.iter().any(|w| w.running > 0),
+        drained: workers.iter().all(|w| w.state == WorkerState::Drained),
+        idle_for: workers
+            .iter()
+            .map(|w| Duration::from_millis(w.idle_for_ms))
+            .min()
+            .unwrap_or_default(),
+        registered_at: workers
+            .iter()
+            .map(|w| w.registered_at.clone())
+            .min()
+            .unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_wire::demand::WorkerDemand;
+    use gantry_wire::pool::WorkerState;
+
+    use super::observe;
+
+    fn worker(id: &str, state: WorkerState, running: u32, idle_for_ms: u64) -> WorkerDemand {
+        WorkerDemand {
+            id: id.into(),
+            state,
+            instance_id: Some("i-1".into()),
+            tags: Default::default(),
+            running,
+            max_concurrent_runs: 1,
+            registered_at: format!("2026-01-01T00:00:0{}Z", id.len()),
+            idle_since: None,
+            idle_for_ms,
+        }
+    }
+
+    #[test]
+    fn an_instance_is_busy_if_any_of_its_workers_is() {
+        // A restarted launcher: the old worker idle for long, the new one busy.
+        let old = worker("old", WorkerState::Idle, 0, 3_600_000);
+        let new = worker("newer", WorkerState::Busy, 1, 0);
+        let seen = observe(&[&old, &new]).unwrap();
+        assert!(seen.busy);
+        assert!(!seen.drained);
+        assert_eq!(seen.ids, ["old", "newer"]);
+        // Drained only when all are; idle only as long as the latest.
+        let drained = worker("d", WorkerState::Drained, 0, 10);
+        let seen = observe(&[&old, &drained]).unwrap();
+        assert!(!seen.drained && !seen.busy);
+        assert_eq!(seen.idle_for.as_millis(), 10);
+        assert!(observe(&[]).is_none());
     }
 }

@@ -129,8 +129,10 @@ pub async fn run(ctx: &super::Context, args: AutoscalerArgs) -> Result<u8, Failu
             }
             for skipped in &report.skipped {
                 println!(
-                    "skipped worker {} ({}): {}",
-                    skipped.worker_id, skipped.instance_id, skipped.reason
+                    "skipped instance {} (worker {}): {}",
+                    skipped.instance_id,
+                    skipped.worker_ids.join(", "),
+                    skipped.reason
                 );
             }
         }
