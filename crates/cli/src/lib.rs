@@ -100,6 +100,8 @@ enum Command {
     #[command(subcommand, name = "ca-bundle")]
     CaBundle(commands::ca_bundle::CaBundleCommand),
     /// Scale an EC2 Auto Scaling group to a pool's demand, never killing a busy worker.
+    // On the variant: its doc comment would otherwise hide the command's long help.
+    #[command(long_about = commands::autoscaler::LONG_ABOUT)]
     Autoscaler(commands::autoscaler::AutoscalerArgs),
     /// The server's keyring for secrets at rest: generate, status, rotate.
     #[command(subcommand, name = "secrets-key")]

@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::{exit, Failure};
 
-const LONG_ABOUT: &str = "\
+pub const LONG_ABOUT: &str = "\
 Scale an EC2 Auto Scaling group to a worker pool's demand, never terminating a busy worker.
 
 Every --interval it reads the pool's demand from the control plane (GANTRY_URL, GANTRY_API_TOKEN)
@@ -14,8 +14,10 @@ and the group from AWS (the standard credential chain, AWS_REGION, AWS_ENDPOINT_
 workers to instances by their instance_id tag (GANTRY_METADATA_instance_id, which the CloudFormation
 template's user data sets):
 
-    desired = clamp(ceil((busy + pending) / target_utilization), min, max)
-              + instances of drained workers (a drained worker is not capacity)
+    capacity = ceil((busy + pending) / target_utilization)
+    desired  = clamp(capacity + instances of drained workers, min, max)
+
+(a drained worker is not capacity).
 
 It makes no decision while launched instances have not registered; an instance still unregistered
 after --registration-timeout is terminated, with the reason logged. Scale-in removes only workers
@@ -30,7 +32,6 @@ The same loop runs inside the control plane with `gantry server --autoscale POOL
 The minimum IAM policy is in docs/autoscaling.md.";
 
 #[derive(Debug, Args)]
-#[command(long_about = LONG_ABOUT)]
 pub struct AutoscalerArgs {
     /// The worker pool whose demand sizes the group (name or ID).
     #[arg(long, env = "GANTRY_AUTOSCALER_POOL")]
