@@ -8,7 +8,7 @@ ROOT=$PWD
 log() { printf '\n==> %s\n' "$*"; }
 
 # --- Debian packages ------------------------------------------------------
-APT_PACKAGES=(openssl git busybox-static squid postgresql haproxy shellcheck systemd debootstrap procps iproute2 socat)
+APT_PACKAGES=(openssl git busybox-static squid postgresql haproxy shellcheck systemd debootstrap procps iproute2 socat prometheus)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,8 +19,9 @@ if ((${#missing[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Debian starts these on install; the tests start their own instances.
-    $SUDO systemctl disable --now squid postgresql >/dev/null 2>&1 || true
+    $SUDO systemctl disable --now squid postgresql prometheus haproxy >/dev/null 2>&1 || true
     $SUDO service squid stop >/dev/null 2>&1 || true
+    $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
 
 # --- Python tools, in a venv ---------------------------------------------

@@ -39,7 +39,8 @@ name=gantry-$version-linux-x86_64
 
 if [ "${GANTRY_RELEASE_NO_BUILD:-}" != 1 ]; then
     echo "==> cargo build --profile $profile (gantry $version)"
-    cargo build --locked --profile "$profile" --bin gantry --bin gantry-launcher
+    # Releases include the autoscaler (the AWS SDK; docs/autoscaling.md).
+    cargo build --locked --profile "$profile" --features autoscaler --bin gantry --bin gantry-launcher
 fi
 
 tmp=$(mktemp -d)

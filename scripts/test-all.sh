@@ -20,8 +20,12 @@ export CI="${CI:-true}"
 
 ./scripts/install-test-deps.sh
 
+# The autoscaler (AWS SDK) is a feature the demo's build leaves out; the
+# tests and releases build it.
+features=(--features gantry/autoscaler)
+
 echo "==> cargo build"
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets "${features[@]}"
 
 echo "==> images: gantry-runner, gantry-launcher (from the debug build above)"
 ./scripts/build-images.sh --profile debug
@@ -72,14 +76,14 @@ GANTRY_TEST_POSTGRES_URL=$(./scripts/throwaway-postgres.sh start "$pg_dir/cluste
 export GANTRY_TEST_POSTGRES_URL
 
 if [ "${GANTRY_TEST_RUNNER:-}" != cargo ] && cargo nextest --version >/dev/null 2>&1; then
-    cargo_tests=(cargo nextest run --workspace --no-fail-fast --run-ignored all
+    cargo_tests=(cargo nextest run --workspace "${features[@]}" --no-fail-fast --run-ignored all
         --test-threads "${GANTRY_TEST_THREADS:-$(nproc)}")
     # What depends on the engine: the store's tests and the end-to-end suite
     # (but the replica suite, which is PostgreSQL's anyway).
     postgres_tests=("${cargo_tests[@]}" -E 'package(gantry-store) | (package(gantry) & !binary(replicas))')
 else
-    cargo_tests=(cargo test --workspace --no-fail-fast -- --include-ignored)
-    postgres_tests=(cargo test -p gantry-store -p gantry --no-fail-fast -- --include-ignored)
+    cargo_tests=(cargo test --workspace "${features[@]}" --no-fail-fast -- --include-ignored)
+    postgres_tests=(cargo test -p gantry-store -p gantry "${features[@]}" --no-fail-fast -- --include-ignored)
 fi
 step "cargo tests on PostgreSQL: ${postgres_tests[*]}" \
     env GANTRY_TEST_ENGINE=postgres "${postgres_tests[@]}"

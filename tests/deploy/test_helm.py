@@ -3,11 +3,15 @@ validated strictly against the Kubernetes schemas, for the defaults and for each
 
 import base64
 import json
+import subprocess
+import urllib.parse
+import urllib.request
 
+import jsonschema
 import pytest
 import yaml
 
-from conftest import CHART, require, run, tool
+from conftest import CHART, ROOT, free_port, require, run, tool, wait_until
 
 try:
     import helm_python as helm
@@ -38,10 +42,15 @@ OPTIONS = {
                                        "metadata": {"team": "platform"},
                                        "extraEnv": [{"name": "GANTRY_RUN_TIMEOUT", "value": "2h"}]},
                           "terminationGracePeriodSeconds": 9000},
+    "keda": {"keda": {"enabled": True, "serverAddress": "http://prometheus-server.monitoring.svc:9090",
+                      "poolName": "linux", "maxReplicaCount": 20, "authenticationRef": "prometheus-auth"}},
     "scheduling": {"nodeSelector": {"kubernetes.io/os": "linux"},
                    "tolerations": [{"key": "gantry", "operator": "Exists", "effect": "NoSchedule"}],
                    "imagePullSecrets": [{"name": "ecr"}], "podAnnotations": {"a": "b"}},
 }
+
+
+KEDA_SCHEMA = json.loads((ROOT / "tests" / "deploy" / "schemas" / "keda-scaledobject.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +82,11 @@ def test_renders_lints_and_validates(chart, option, tmp_path):
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     assert not problems, problems
 
+    # kubernetes-validate has no schema for KEDA's custom resource (it only warns): that one is
+    # validated against tests/deploy/schemas/, as strictly.
+    for scaled in by_kind(docs, "ScaledObject"):
+        jsonschema.validate(scaled, KEDA_SCHEMA)
+    docs = [d for d in docs if d["kind"] != "ScaledObject"]
     manifests = tmp_path / "manifests.yaml"
     manifests.write_text(yaml.safe_dump_all(docs))
     validate = tool("kubernetes-validate")
@@ -154,6 +168,83 @@ def test_options_reach_the_launcher(chart):
     assert env["GANTRY_MAX_CONCURRENT_RUNS"] == "4"
     assert env["GANTRY_METADATA_team"] == "platform"
     assert env["GANTRY_RUN_TIMEOUT"] == "2h"
+
+
+def test_keda_is_off_by_default_and_scales_the_deployment_on_demand(chart):
+    docs = render(chart, {})
+    assert not by_kind(docs, "ScaledObject")
+
+    docs = render(chart, OPTIONS["keda"])
+    deployment = by_kind(docs, "Deployment")[0]
+    # KEDA owns the replica count: the chart must not reset it on each upgrade.
+    assert "replicas" not in deployment["spec"]
+    scaled = by_kind(docs, "ScaledObject")[0]
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                "name": deployment["metadata"]["name"]}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (0, 20)
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "prometheus"
+    assert trigger["authenticationRef"] == {"name": "prometheus-auth"}
+    meta = trigger["metadata"]
+    assert meta["serverAddress"] == "http://prometheus-server.monitoring.svc:9090"
+    assert meta["query"] == ('sum(gantry_worker_pool_runs_pending{worker_pool_name="linux"}) + '
+                             'sum(gantry_worker_pool_workers_busy{worker_pool_name="linux"})')
+    assert meta["threshold"] == "1"
+    # Scaling in drains: the grace period still covers the longest run.
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 4200
+
+
+def test_keda_query_reads_pending_runs_and_busy_workers_on_a_real_prometheus(chart, control_plane_factory,
+                                                                            tmp_path):
+    """The ScaledObject's query, as rendered, run by a real Prometheus scraping a real control plane."""
+    prometheus = tool("prometheus")
+    plane = control_plane_factory()
+    plane.create_pool("linux", tmp_path)
+    for _ in range(2):  # no launcher: both stay pending
+        plane.cli("run", "submit", "--pool", "linux", "--", "true")
+    query = by_kind(render(chart, OPTIONS["keda"]), "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
+
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{
+            "job_name": "gantry", "metrics_path": "/metrics",
+            "authorization": {"credentials": plane.ADMIN_TOKEN},
+            "static_configs": [{"targets": [f"127.0.0.1:{plane.port}"]}],
+        }],
+    }))
+    log = tmp_path / "prometheus.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def value():
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    result = json.load(response)["data"]["result"]
+            except OSError:
+                return None
+            return result[0]["value"][1] if result else None
+        assert wait_until(lambda: proc.poll() is not None or value(), 60, "the query's first value"), log.read_text()
+        assert value() == "2", log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("values", [
+    {"keda": {"enabled": True, "poolName": "linux"}},  # no Prometheus server
+    {"keda": {"enabled": True, "serverAddress": "http://p:9090"}},  # no pool
+    {"keda": {"enabled": True, "serverAddress": "http://p:9090", "poolName": "x",
+              "minReplicaCount": 5, "maxReplicaCount": 2}},
+    {"keda": {"enabled": True, "serverAddress": "http://p:9090", "poolName": "x", "threshold": 1}},
+    {"keda": {"enable": True}},  # a typo of enabled
+])
+def test_keda_refuses_incomplete_values(chart, values):
+    with pytest.raises(helm.HelmError):
+        render(chart, values)
 
 
 @pytest.mark.parametrize("values", [

@@ -56,6 +56,18 @@ impl Api {
         })
     }
 
+    /// The HTTP client, with the TLS roots chosen (for the autoscaler).
+    #[cfg_attr(not(feature = "autoscaler"), allow(dead_code))]
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
+    /// The control plane's URL, without the API prefix.
+    #[cfg_attr(not(feature = "autoscaler"), allow(dead_code))]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     pub fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, Failure> {
         let Some(token) = &self.token else {
             return Err(Failure::new(

@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 
 pub use output::OutputFormat;
 
+/// The autoscaler library, for the end-to-end tests' own ticks.
+#[cfg(feature = "autoscaler")]
+pub use gantry_autoscaler as autoscaler;
+
 const LONG_ABOUT: &str = "\
 Gantry: self-hosted worker pools for infrastructure-as-code runs.
 
@@ -95,6 +99,10 @@ enum Command {
     /// Extra CA bundles for GANTRY_ADDITIONAL_ROOT_CAS: encode and inspect.
     #[command(subcommand, name = "ca-bundle")]
     CaBundle(commands::ca_bundle::CaBundleCommand),
+    /// Scale an EC2 Auto Scaling group to a pool's demand, never killing a busy worker.
+    // On the variant: its doc comment would otherwise hide the command's long help.
+    #[command(long_about = commands::autoscaler::LONG_ABOUT)]
+    Autoscaler(commands::autoscaler::AutoscalerArgs),
     /// The server's keyring for secrets at rest: generate, status, rotate.
     #[command(subcommand, name = "secrets-key")]
     SecretsKey(commands::secrets_key::SecretsKeyCommand),
@@ -156,6 +164,7 @@ pub fn main() -> ExitCode {
             Command::Stack(command) => commands::stack::run(&ctx, command).await,
             Command::Worker(command) => commands::worker::run(&ctx, command).await,
             Command::Token(command) => commands::token::run(&ctx, command).await,
+            Command::Autoscaler(args) => commands::autoscaler::run(&ctx, args).await,
             Command::CaBundle(command) => commands::ca_bundle::run(&ctx, command),
             Command::SecretsKey(command) => commands::secrets_key::run(&ctx, command).await,
             Command::Db(command) => commands::db::run(&ctx, command).await,

@@ -30,6 +30,37 @@ pub struct ServerConfig {
     /// Reverse proxies and load balancers whose `X-Forwarded-For` names the
     /// client (for the failed-authentication limit); empty trusts none.
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// `--metrics-listen`: also serve `/metrics` here, without authentication.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--autoscale POOL=ASG`: Auto Scaling groups this server scales.
+    pub autoscale: Vec<AutoscaleTarget>,
+    /// `--autoscale-interval`: time between the in-server autoscalers' ticks.
+    pub autoscale_interval: Duration,
+}
+
+/// One `--autoscale POOL=ASG`: the pool whose demand sizes the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoscaleTarget {
+    pub pool: String,
+    pub asg_name: String,
+}
+
+impl std::str::FromStr for AutoscaleTarget {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<AutoscaleTarget, String> {
+        match value.split_once('=') {
+            Some((pool, asg)) if !pool.trim().is_empty() && !asg.trim().is_empty() => {
+                Ok(AutoscaleTarget {
+                    pool: pool.trim().to_string(),
+                    asg_name: asg.trim().to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{value:?} is not POOL=ASG: give the worker pool's name and the Auto Scaling group's name, e.g. --autoscale linux=gantry-linux-workers"
+            )),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -47,6 +78,9 @@ impl ServerConfig {
             tls: None,
             secrets_key: Default::default(),
             trusted_proxies: Default::default(),
+            metrics_listen: None,
+            autoscale: Vec::new(),
+            autoscale_interval: Duration::from_secs(30),
         }
     }
 
@@ -54,5 +88,26 @@ impl ServerConfig {
     /// never costs a run.
     pub fn heartbeat_interval(&self) -> Duration {
         self.lease_timeout / 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AutoscaleTarget;
+
+    #[test]
+    fn autoscale_targets_are_pool_equals_group() {
+        let target: AutoscaleTarget = " linux = gantry-linux ".parse().unwrap();
+        assert_eq!(
+            target,
+            AutoscaleTarget {
+                pool: "linux".into(),
+                asg_name: "gantry-linux".into()
+            }
+        );
+        for bad in ["linux", "=asg", "linux=", ""] {
+            let error = bad.parse::<AutoscaleTarget>().unwrap_err();
+            assert!(error.contains("POOL=ASG"), "{error}");
+        }
     }
 }

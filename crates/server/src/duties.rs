@@ -1,6 +1,7 @@
 //! The singleton duties: work exactly one control plane process must do at
-//! a time. Today that is the lease reaper (which also cleans up: it is
-//! what ends the runs of vanished workers).
+//! a time: the lease reaper (which also cleans up: it is what ends the runs
+//! of vanished workers), and the autoscalers of `--autoscale`, which tick
+//! only while `AppState::holds_duties` says so.
 //!
 //! On SQLite there is one process, so it does them. On PostgreSQL every
 //! replica competes for one advisory lock ([`DutyLock`]); the holder runs
@@ -14,6 +15,7 @@
 //! full period): the hand-over may have followed an outage during which no
 //! worker could be heard.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gantry_store::sql::replicas::DutyLock;
@@ -28,6 +30,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn run(state: AppState) {
     let Some(url) = state.config.database_url.clone() else {
+        state.holds_duties.store(true, Ordering::SeqCst);
         reaper::run(state).await;
         return;
     };
@@ -54,8 +57,9 @@ pub async fn run(state: AppState) {
 
 /// Does the duties while the lock is ours.
 async fn hold(state: &AppState, mut lock: DutyLock) {
-    tracing::info!("this replica now does the singleton duties (lease reaper)");
+    tracing::info!("this replica now does the singleton duties (lease reaper, autoscalers)");
     let duties = tokio::spawn(reaper::run(state.clone()));
+    state.holds_duties.store(true, Ordering::SeqCst);
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
         match tokio::time::timeout(CHECK_TIMEOUT, lock.check()).await {
@@ -67,6 +71,7 @@ async fn hold(state: &AppState, mut lock: DutyLock) {
                 "the database did not confirm the singleton duties' lock in time; stopping them"
             ),
         }
+        state.holds_duties.store(false, Ordering::SeqCst);
         duties.abort();
         return;
     }

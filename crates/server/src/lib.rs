@@ -11,6 +11,8 @@
 
 pub mod api;
 mod auth;
+#[cfg(feature = "autoscaler")]
+mod autoscale;
 pub mod client_addr;
 mod config;
 mod convert;
@@ -18,6 +20,7 @@ mod duties;
 mod error;
 mod extract;
 mod limiter;
+pub mod metrics;
 pub mod openapi;
 pub mod protocol;
 mod reaper;
@@ -32,7 +35,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use gantry_store::Store;
 
-pub use config::ServerConfig;
+pub use config::{AutoscaleTarget, ServerConfig};
 pub use state::AppState;
 
 /// Opens the store, makes sure an admin token exists, and serves until
@@ -68,11 +71,24 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}: cannot bind"))?,
+        ),
+        None => None,
+    };
     let state = AppState::new(store, config);
     if let Some(url) = state.config.database_url.clone() {
         signals::relay_between_replicas(&state.signals, &url).await?;
     }
     tokio::spawn(duties::run(state.clone()));
+    spawn_autoscalers(&state).await?;
+    if let Some(listener) = metrics_listener {
+        tracing::info!(listen = %listener.local_addr()?, "serving /metrics without authentication");
+        tokio::spawn(metrics::serve_unauthenticated(listener, state.clone()));
+    }
     let app = api::router(state.clone());
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -101,6 +117,23 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `--autoscale POOL=ASG` autoscalers. Like the reaper, a duty one
+/// control plane does for all: with replicas, move this call under the
+/// singleton-duty holder.
+async fn spawn_autoscalers(state: &AppState) -> anyhow::Result<()> {
+    #[cfg(feature = "autoscaler")]
+    return autoscale::spawn(state).await;
+    #[cfg(not(feature = "autoscaler"))]
+    match state.config.autoscale.first() {
+        Some(target) => anyhow::bail!(
+            "--autoscale {}={}: this gantry was built without the autoscaler; use a release build, or build with `cargo build --features autoscaler`",
+            target.pool,
+            target.asg_name
+        ),
+        None => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

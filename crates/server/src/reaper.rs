@@ -46,6 +46,7 @@ pub async fn run(state: AppState) {
                         continue;
                     }
                     tracing::warn!(run_id = %run.id, worker_id, "worker lost; run failed");
+                    crate::metrics::run_ended(&state, &run);
                     state.signals.run_ended(&run.id);
                     if run.stack_id.is_some() {
                         state.signals.run_ready(&run.pool_id);

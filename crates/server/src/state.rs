@@ -13,6 +13,9 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub signals: Arc<Signals>,
     pub limiter: Arc<crate::limiter::FailedAuthLimiter>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether this process does the singleton duties now (see `duties`).
+    pub holds_duties: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -22,6 +25,8 @@ impl AppState {
             config: Arc::new(config),
             signals: Arc::new(Signals::default()),
             limiter: Arc::default(),
+            metrics: Arc::default(),
+            holds_duties: Arc::default(),
         }
     }
 }

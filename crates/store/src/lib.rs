@@ -16,6 +16,7 @@
 //! - log chunk `(run, seq)` is written once; an identical rewrite succeeds,
 //!   a different one is a conflict.
 
+mod demand_store;
 mod records;
 pub mod sql;
 mod stack_store;
@@ -23,6 +24,7 @@ mod stack_store;
 use async_trait::async_trait;
 use gantry_wire::run::RunState;
 
+pub use demand_store::*;
 pub use records::*;
 pub use sql::{Engine, SqlStore};
 pub use stack_store::*;
@@ -58,11 +60,19 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 /// Everything the control plane stores.
 pub trait Store:
-    TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore
+    TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore + DemandStore
 {
 }
-impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore> Store
-    for T
+impl<
+        T: TokenStore
+            + PoolStore
+            + WorkerStore
+            + RunStore
+            + LogStore
+            + StackStore
+            + StateStore
+            + DemandStore,
+    > Store for T
 {
 }
 

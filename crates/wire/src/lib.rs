@@ -8,7 +8,9 @@
 //! - [`worker`]: the launcher protocol (register, poll, heartbeat, logs, finish).
 //! - [`stack`]: stacks, their runs' plans and outputs, state versions.
 //! - [`error`]: the JSON error body and its stable codes.
+//! - [`demand`]: demand on a pool, for autoscalers.
 
+pub mod demand;
 pub mod error;
 pub mod pool;
 pub mod run;

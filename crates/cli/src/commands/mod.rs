@@ -1,3 +1,4 @@
+pub mod autoscaler;
 pub mod ca_bundle;
 pub mod db;
 pub mod pool;

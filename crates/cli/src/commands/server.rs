@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use gantry_server::client_addr::TrustedProxies;
 use gantry_server::tls::TlsSource;
-use gantry_server::ServerConfig;
+use gantry_server::{AutoscaleTarget, ServerConfig};
 
 use crate::{exit, Failure};
 
@@ -97,6 +97,23 @@ pub struct ServerArgs {
         value_parser = parse_trusted_proxies, default_value = "")]
     trusted_proxies: TrustedProxies,
 
+    /// Also serve GET /metrics (Prometheus) on this address WITHOUT
+    /// authentication, e.g. 10.0.1.5:9100 on an internal network. GET
+    /// /metrics on --listen always needs an API token.
+    #[arg(long, env = "GANTRY_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Scale an EC2 Auto Scaling group to a pool's demand, from inside the
+    /// server: POOL=ASG (repeatable), with the defaults of `gantry
+    /// autoscaler`. AWS credentials and AWS_REGION come from the
+    /// environment. See docs/autoscaling.md.
+    #[arg(long, value_name = "POOL=ASG", value_parser = parse_autoscale)]
+    autoscale: Vec<AutoscaleTarget>,
+
+    /// Time between the --autoscale autoscalers' ticks.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    autoscale_interval: Duration,
+
     /// Log filter, e.g. info or gantry_server=debug.
     #[arg(long, env = "GANTRY_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -118,6 +135,10 @@ fn check_database_url(text: &str) -> Result<(), Failure> {
             gantry_server::secrets_key::redact_url(text)
         ),
     ))
+}
+
+fn parse_autoscale(text: &str) -> Result<AutoscaleTarget, String> {
+    text.parse()
 }
 
 fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
@@ -185,6 +206,9 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     config.session_ttl = args.session_ttl;
     config.launcher_binary = args.launcher_binary;
     config.trusted_proxies = args.trusted_proxies;
+    config.metrics_listen = args.metrics_listen;
+    config.autoscale = args.autoscale;
+    config.autoscale_interval = args.autoscale_interval;
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN").ok();
     config.secrets_key =
         gantry_server::secrets_key::SecretsKeySource::from_env(args.secrets_key_file)
@@ -195,7 +219,7 @@ pub async fn run(args: ServerArgs) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-fn init_logging(level: &str, format: Option<&str>) {
+pub(crate) fn init_logging(level: &str, format: Option<&str>) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -1,5 +1,6 @@
 //! The HTTP API: routes for users and, under `/worker`, for launchers.
 
+mod demand;
 mod logs;
 mod meta;
 mod pools;
@@ -16,6 +17,7 @@ use axum::Router;
 use crate::protocol;
 use crate::state::AppState;
 
+pub use demand::*;
 pub use logs::*;
 pub use meta::*;
 pub use pools::*;
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/pools/{pool}/reset", post(pools::reset_pool))
         .route("/pools/{pool}/cycle", post(pools::cycle_pool))
+        .route("/pools/{pool}/demand", get(demand::pool_demand))
         .route("/runs", get(runs::list_runs).post(runs::submit_run))
         .route("/runs/{run}", get(runs::show_run))
         .route("/runs/{run}/stop", post(runs::stop_run))
@@ -85,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/workers/{worker}", get(workers::show_worker))
         .route("/workers/{worker}/drain", post(workers::drain_worker))
         .route("/workers/{worker}/undrain", post(workers::undrain_worker))
+        .route(
+            "/workers/{worker}/drain-if-idle",
+            post(demand::drain_worker_if_idle),
+        )
         .route("/worker/register", post(protocol::register))
         .route("/worker/poll", post(protocol::poll))
         .route("/worker/heartbeat", post(protocol::heartbeat))
@@ -109,9 +116,16 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(meta::not_found)
         // After every route: it applies to the routes already added.
-        .method_not_allowed_fallback(meta::method_not_allowed);
+        .method_not_allowed_fallback(meta::method_not_allowed)
+        // Per route, where the route template is known.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::http::track,
+        ));
     Router::new()
         .nest(gantry_wire::API_PREFIX, api)
+        // Prometheus' conventional path, outside the API prefix.
+        .route("/metrics", get(crate::metrics::scrape))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -170,6 +170,7 @@ pub async fn reset_pool(
     for run_id in &reset.discarded {
         state.signals.run_ended(run_id);
     }
+    crate::metrics::runs_ended_by_id(&state, &reset.discarded);
     if !reset.discarded.is_empty() {
         state.signals.run_ready(&reset.pool.id);
     }
@@ -236,6 +237,7 @@ pub async fn delete_pool(
     for run_id in &ended {
         state.signals.run_ended(run_id);
     }
+    crate::metrics::runs_ended_by_id(&state, &ended);
     let ids: Vec<String> = workers.into_iter().map(|w| w.id).collect();
     state.signals.instruct_pool_workers(&ids);
     tracing::info!(pool_id = %record.id, runs_ended = ended.len(), "pool deleted");

@@ -416,6 +416,7 @@ pub async fn discard_run(
     Path(run): Path<String>,
 ) -> ApiResult<Json<Run>> {
     let record = state.store.discard_run(&run, now_ms()).await?;
+    crate::metrics::run_ended(&state, &record);
     state.signals.run_ended(&record.id);
     state.signals.run_ready(&record.pool_id);
     Ok(Json(super::runs::load_run(&state, &record.id).await?))

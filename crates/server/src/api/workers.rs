@@ -61,7 +61,11 @@ pub async fn show_worker(
     Ok(Json(convert::worker(&record, now_ms(), lease_ms(&state))))
 }
 
-async fn set_drain(state: &AppState, worker: &str, drain: bool) -> ApiResult<Json<Worker>> {
+pub(crate) async fn set_drain(
+    state: &AppState,
+    worker: &str,
+    drain: bool,
+) -> ApiResult<Json<Worker>> {
     let record = state.store.set_worker_drain(worker, drain).await?;
     state.signals.instruct_worker(&record.id);
     // An undrained worker may take queued work at once.

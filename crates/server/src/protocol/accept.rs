@@ -55,7 +55,8 @@ async fn fail_unsent_lease(state: &AppState, run: &RunRecord, error: &ApiError) 
         .finish_run(&run.id, lease_id, &end, now_ms())
         .await
     {
-        Ok(_) => {
+        Ok(ended) => {
+            crate::metrics::run_ended(state, &ended);
             state.signals.run_ended(&run.id);
             if run.stack_id.is_some() {
                 state.signals.run_ready(&run.pool_id);
@@ -111,6 +112,7 @@ pub async fn poll(
                 )
                 .await?;
             if !claimed.is_empty() {
+                crate::metrics::runs_leased(&state, &claimed);
                 // More runs may be waiting: pass the wake-up on to the next idle worker.
                 state.signals.run_ready(&record.pool_id);
                 let mut leases = Vec::with_capacity(claimed.len());

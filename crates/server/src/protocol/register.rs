@@ -103,6 +103,7 @@ pub async fn register(
             .await?
         {
             tracing::warn!(run_id = %run.id, "run failed: its launcher restarted");
+            crate::metrics::run_ended(&state, &run);
             state.signals.run_ended(&run.id);
         }
     }

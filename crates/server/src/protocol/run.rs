@@ -79,6 +79,7 @@ pub async fn put_log_chunk(
         .await?
     {
         ChunkWrite::Inserted => {
+            state.metrics.log_bytes_stored(body.len());
             state.signals.run_changed(&run_id);
             Ok(StatusCode::CREATED)
         }
@@ -231,6 +232,7 @@ pub async fn finish_run(
         .finish_run(&run_id, &request.lease_id, &end, now_ms())
         .await?;
     tracing::info!(run_id = %run.id, state = %run.state, exit_code = ?run.exit_code, "run ended");
+    crate::metrics::run_ended(&state, &run);
     state.signals.run_ended(&run_id);
     if run.stack_id.is_some() {
         // The next run queued on the stack may be READY now.

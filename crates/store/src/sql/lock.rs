@@ -7,7 +7,8 @@
 //! every later statement of the transaction sees its latest committed value.
 //!
 //! To keep replicas from deadlocking, locks are always taken in this order:
-//! a pool, then runs (by ID), then stacks; API tokens on their own. On SQLite every call here is a
+//! a pool, then a worker, then runs (by ID), then stacks; API tokens on
+//! their own. On SQLite every call here is a
 //! no-op: its single writer connection already serializes write transactions.
 
 use sqlx::AnyConnection;
@@ -34,6 +35,31 @@ pub(super) async fn run_shared(conn: &mut AnyConnection, run_id: &str) -> Result
     if is_postgres(conn) {
         sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR SHARE")
             .bind(run_id)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Locks a worker's row against changes: a claim for it holds this, so
+/// that "drain it if it holds no run" (which locks the row for update,
+/// then looks at its runs in a statement of its own) sees the claim's run,
+/// or the claim sees the drain.
+pub(super) async fn worker_shared(conn: &mut AnyConnection, worker_id: &str) -> Result<()> {
+    if is_postgres(conn) {
+        sqlx::query("SELECT 1 FROM workers WHERE id = $1 FOR SHARE")
+            .bind(worker_id)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Locks a worker's row for an update decided on its runs.
+pub(super) async fn worker(conn: &mut AnyConnection, worker_id: &str) -> Result<()> {
+    if is_postgres(conn) {
+        sqlx::query("SELECT 1 FROM workers WHERE id = $1 FOR UPDATE")
+            .bind(worker_id)
             .execute(conn)
             .await?;
     }
@@ -81,6 +107,17 @@ pub(super) async fn pool(conn: &mut AnyConnection, pool_id: &str) -> Result<()> 
 pub(super) async fn active_tokens(conn: &mut AnyConnection) -> Result<()> {
     if is_postgres(conn) {
         sqlx::query("SELECT 1 FROM api_tokens WHERE revoked_at IS NULL ORDER BY id FOR UPDATE")
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Makes a read transaction one snapshot on PostgreSQL (SQLite's read
+/// transactions already are).
+pub(super) async fn one_snapshot(conn: &mut AnyConnection) -> Result<()> {
+    if is_postgres(conn) {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(conn)
             .await?;
     }

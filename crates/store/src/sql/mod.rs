@@ -17,6 +17,7 @@
 
 mod at_rest;
 pub mod copy;
+mod demand;
 mod lock;
 mod logs;
 mod pools;

@@ -176,6 +176,9 @@ impl RunStore for SqlStore {
             return Ok(claimed);
         }
         let mut tx = self.writer.begin().await?;
+        // PostgreSQL: a drain-if-idle of this worker waits for the claim to
+        // commit (or the claim for the drain): see `lock::worker_shared`.
+        lock::worker_shared(&mut tx, worker_id).await?;
         // PostgreSQL: the oldest claimable row nobody else is taking; a row
         // another claimer took meanwhile fails the re-check and is skipped.
         let claim = format!(
@@ -183,6 +186,10 @@ impl RunStore for SqlStore {
                 worker_id = $1, lease_id = $2, lease_expires_at = $3, updated_at = $4, stop_requested = 0
              WHERE seq = (SELECT seq FROM runs WHERE pool_id = $5 AND state IN ('READY', 'CONFIRMED')
                           AND lease_id IS NULL ORDER BY seq LIMIT 1 {skip_locked})
+               -- Checked in the claim itself: a worker drained after its
+               -- poll looked (by drain_worker_if_idle, for scale-in) must
+               -- never get a run, or its instance could be terminated busy.
+               AND NOT EXISTS (SELECT 1 FROM workers WHERE id = $1 AND drain = 1)
              RETURNING id, state",
             skip_locked = lock::skip_locked(&tx)
         );

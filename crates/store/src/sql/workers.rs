@@ -50,7 +50,7 @@ async fn with_running(pool: &AnyPool, mut workers: Vec<WorkerRecord>) -> Result<
     Ok(workers)
 }
 
-async fn worker_by_id(pool: &AnyPool, worker_id: &str) -> Result<Option<WorkerRecord>> {
+pub(super) async fn worker_by_id(pool: &AnyPool, worker_id: &str) -> Result<Option<WorkerRecord>> {
     let row = sqlx::query(&format!("{SELECT_WORKER} WHERE w.id = $1"))
         .bind(worker_id)
         .fetch_optional(pool)
