@@ -1,4 +1,4 @@
-//! Demand on a pool, on a real SQLite file: only runs a worker could take
+//! Demand on a pool, on either engine: only runs a worker could take
 //! now are pending (not UNCONFIRMED, not QUEUED behind a stack run), and
 //! draining for scale-in is atomic with the claim: a busy worker is not
 //! drained, and a drained worker is never given a run.
@@ -177,4 +177,77 @@ async fn a_busy_worker_is_not_drained_and_a_drained_one_gets_no_run() {
         store.drain_worker_if_idle(&idle).await.is_err(),
         "a gone worker"
     );
+}
+
+/// A claim and a drain of one idle worker, racing 200 times: never both.
+async fn drain_and_claim_race(store: SqlStore) {
+    let store = std::sync::Arc::new(store);
+    let pool = common::pool(&store, "race", common::key("fp")).await;
+    for round in 0..200 {
+        let id = worker(&store, &pool, &format!("i-{round}"), 1).await;
+        store
+            .insert_run(
+                &NewRun {
+                    pool_id: pool.id.clone(),
+                    run_type: RunType::Task,
+                    command: vec!["true".into()],
+                    env: Default::default(),
+                    image: None,
+                },
+                2,
+            )
+            .await
+            .unwrap();
+        let (claiming, draining) = (store.clone(), store.clone());
+        let (pool_id, worker_id) = (pool.id.clone(), id.clone());
+        let claim = tokio::spawn(async move {
+            claiming
+                .claim_runs(&pool_id, &worker_id, 1, 1_000_000, 3)
+                .await
+                .unwrap()
+        });
+        let drain = tokio::spawn(async move { draining.drain_worker_if_idle(&id).await.unwrap() });
+        let (claimed, drained) = (claim.await.unwrap(), drain.await.unwrap());
+        assert!(
+            !(drained.drained && !claimed.is_empty()),
+            "round {round}: the worker was drained and given a run"
+        );
+        // Whatever won, end the round with nothing pending or held.
+        for run in claimed {
+            store
+                .finish_run(
+                    &run.id,
+                    run.lease_id.as_deref().unwrap(),
+                    &gantry_store::RunEnd {
+                        state: RunState::Finished,
+                        exit_code: Some(0),
+                        reason: None,
+                    },
+                    4,
+                )
+                .await
+                .unwrap();
+        }
+        if drained.drained {
+            let left = store
+                .claim_runs(&pool.id, "someone-else", 1, 1_000_000, 5)
+                .await
+                .unwrap();
+            for run in left {
+                store.request_stop(&run.id, 6).await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_racing_claim_and_drain_never_both_win() {
+    let (_dir, store) = common::store().await;
+    drain_and_claim_race(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
+async fn postgres_a_racing_claim_and_drain_never_both_win() {
+    drain_and_claim_race(common::postgres_store().await).await;
 }
