@@ -13,6 +13,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub signals: Arc<Signals>,
     pub limiter: Arc<crate::limiter::FailedAuthLimiter>,
+    /// The web UI's session cookie keys (from the secrets keyring in `serve`).
+    pub ui_keys: Arc<crate::ui::SessionKeys>,
 }
 
 impl AppState {
@@ -22,7 +24,15 @@ impl AppState {
             config: Arc::new(config),
             signals: Arc::new(Signals::default()),
             limiter: Arc::default(),
+            ui_keys: Arc::new(crate::ui::SessionKeys::random()),
         }
+    }
+
+    /// Web UI sessions keyed by the secrets keyring: every replica that
+    /// shares it accepts the same cookies.
+    pub fn with_ui_keys(mut self, keys: crate::ui::SessionKeys) -> AppState {
+        self.ui_keys = Arc::new(keys);
+        self
     }
 }
 

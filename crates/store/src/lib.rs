@@ -17,6 +17,7 @@
 //! - log chunk `(run, seq)` is written once; an identical rewrite succeeds,
 //!   a different one is a conflict.
 
+mod browse;
 mod records;
 pub mod sqlite;
 mod stack_store;
@@ -24,6 +25,7 @@ mod stack_store;
 use async_trait::async_trait;
 use gantry_wire::run::RunState;
 
+pub use browse::*;
 pub use records::*;
 pub use stack_store::*;
 
@@ -58,11 +60,19 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 /// Everything the control plane stores.
 pub trait Store:
-    TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore
+    TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore + BrowseStore
 {
 }
-impl<T: TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore> Store
-    for T
+impl<
+        T: TokenStore
+            + PoolStore
+            + WorkerStore
+            + RunStore
+            + LogStore
+            + StackStore
+            + StateStore
+            + BrowseStore,
+    > Store for T
 {
 }
 

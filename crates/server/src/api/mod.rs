@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(meta::method_not_allowed);
     Router::new()
         .nest(gantry_wire::API_PREFIX, api)
+        .merge(crate::ui::router())
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -7,6 +7,7 @@
 //! atomic by construction.
 
 mod at_rest;
+mod browse;
 mod logs;
 mod pools;
 mod runs;
