@@ -33,7 +33,7 @@ impl Browser {
         let port = free_port();
         let mut command = Command::new("chromedriver");
         command.arg(format!("--port={port}"));
-        let driver = Proc::spawn(command);
+        let driver = Proc::spawn_command(command);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

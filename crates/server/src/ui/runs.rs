@@ -197,7 +197,7 @@ fn render_live(
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or_default();
     let button = |verb: &str, label: &str, class: &str| {
-        html! { span data-focus-key=(verb) {} (action_button(state, session, &format!("/runs/{}/{verb}", run.id), label, class, true)) }
+        action_button(state, session, &format!("/runs/{}/{verb}", run.id), label, class, true)
     };
     html! {
         p { "State " strong data-state=(run.state.as_str()) { (run_state(run.state)) }

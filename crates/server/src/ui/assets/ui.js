@@ -23,13 +23,20 @@
     if (!live || live.getAttribute("data-version") === version) {
       return;
     }
+    // A control is known by its form's action (…/confirm, …/stop).
     var focused = document.activeElement;
-    var focusKey = focused && live.contains(focused) ? focused.getAttribute("data-focus-key") : null;
+    var focusForm = focused && live.contains(focused) && focused.form ? focused.form.getAttribute("action") : null;
+    var hadFocus = focused && live.contains(focused);
     live.innerHTML = html;
     live.setAttribute("data-version", version);
     bindLiveForms(live);
-    if (focusKey) {
-      var again = live.querySelector('[data-focus-key="' + focusKey + '"]');
+    if (hadFocus) {
+      var again = null;
+      Array.prototype.forEach.call(live.querySelectorAll("form"), function (form) {
+        if (form.getAttribute("action") === focusForm) {
+          again = form.querySelector("button");
+        }
+      });
       (again || live).focus();
     }
   }
