@@ -57,7 +57,11 @@ fn login_overview_drain_undrain_tokens_and_logout() {
     b.fill("#token", ADMIN_TOKEN);
     b.click("main button[type=submit]");
     b.wait_text("h1", "Overview", WAIT);
-    assert_eq!(b.js("return document.cookie;"), "", "the session cookie is HttpOnly");
+    assert_eq!(
+        b.js("return document.cookie;"),
+        "",
+        "the session cookie is HttpOnly"
+    );
 
     // The pool with its worker, and the run.
     wait_for("the overview to show the worker", WAIT, || {
@@ -70,7 +74,10 @@ fn login_overview_drain_undrain_tokens_and_logout() {
     // Drain and undrain from the pool page.
     b.click("[data-pool=web] h3 a");
     b.wait_text("h1", "Pool web", WAIT);
-    let worker = server.api_get("/workers")[0]["id"].as_str().unwrap().to_string();
+    let worker = server.api_get("/workers")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let row = format!("tr[data-worker='{worker}']");
     b.wait_text(&row, "idle", WAIT);
     b.click(&format!("{row} form button"));
@@ -79,7 +86,10 @@ fn login_overview_drain_undrain_tokens_and_logout() {
     b.screenshot("pool");
     b.click(&format!("{row} form button"));
     b.wait_text(&format!("{row} .badge"), "idle", WAIT);
-    assert_eq!(server.api_get(&format!("/workers/{worker}"))["drain"], false);
+    assert_eq!(
+        server.api_get(&format!("/workers/{worker}"))["drain"],
+        false
+    );
 
     // The runs list, filtered.
     b.goto("/runs?pool=web&type=task");
@@ -123,7 +133,9 @@ fn login_overview_drain_undrain_tokens_and_logout() {
 
     // Logout: back to the login form, and no page without signing in again.
     b.click("form.logout button");
-    wait_for("the login form", WAIT, || b.exists("input#token").then_some(()));
+    wait_for("the login form", WAIT, || {
+        b.exists("input#token").then_some(())
+    });
     b.goto("/runs");
     assert_eq!(b.path(), "/");
     assert!(b.exists("input#token"));
@@ -164,7 +176,10 @@ fn the_run_page_follows_a_growing_log_and_stops_by_keyboard() {
     assert!(grown.len() > first.len());
     assert_eq!(b.js("return window.gantryTestMarker;"), 42, "no reload");
     assert!(b.exists("#log span.f2.bold"), "ANSI colours as classes");
-    assert!(grown.contains("<tag> & done"), "log text escaped, shown as text");
+    assert!(
+        grown.contains("<tag> & done"),
+        "log text escaped, shown as text"
+    );
     b.screenshot("run");
 
     // Keyboard only: the skip link first, then into the page to Stop.
@@ -192,7 +207,11 @@ fn the_run_page_follows_a_growing_log_and_stops_by_keyboard() {
     );
     b.keys(&ENTER.to_string());
     b.wait_text("[data-state]", "STOPPED", WAIT);
-    assert_eq!(b.js("return window.gantryTestMarker;"), 43, "followed live, no reload");
+    assert_eq!(
+        b.js("return window.gantryTestMarker;"),
+        43,
+        "followed live, no reload"
+    );
     assert_eq!(server.run(&run)["state"], "STOPPED");
     // The log pane is in the tab order too, after the state section.
     for _ in 0..20 {
@@ -207,11 +226,17 @@ fn the_run_page_follows_a_growing_log_and_stops_by_keyboard() {
     b.set_size(375, 800);
     b.goto(&format!("/runs/{run}"));
     let overflow = b.js("return document.documentElement.scrollWidth - window.innerWidth;");
-    assert!(overflow.as_i64().unwrap() <= 0, "page wider than 375 px by {overflow}");
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "page wider than 375 px by {overflow}"
+    );
     b.screenshot("run-narrow");
     b.goto("/");
     let overflow = b.js("return document.documentElement.scrollWidth - window.innerWidth;");
-    assert!(overflow.as_i64().unwrap() <= 0, "overview wider than 375 px by {overflow}");
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "overview wider than 375 px by {overflow}"
+    );
 }
 
 #[test]
@@ -234,7 +259,11 @@ fn confirm_and_discard_from_the_run_page_then_stack_state_and_diff() {
 
     let b = signed_in(&server);
     b.goto(&format!("/runs/{queued}"));
-    b.wait_text("[data-why]", "waiting for an earlier run on stack web", WAIT);
+    b.wait_text(
+        "[data-why]",
+        "waiting for an earlier run on stack web",
+        WAIT,
+    );
 
     b.goto(&format!("/runs/{first}"));
     b.wait_text("[data-plan]", "1 to add, 0 to change, 0 to destroy", WAIT);
@@ -272,7 +301,10 @@ fn confirm_and_discard_from_the_run_page_then_stack_state_and_diff() {
     b.screenshot("stack");
     b.click("form[action='/stacks/web/diff'] button");
     let diff = b.wait_text("pre.diff", "\"serial\"", WAIT);
-    assert!(b.exists("pre.diff span.add") && b.exists("pre.diff span.del"), "{diff}");
+    assert!(
+        b.exists("pre.diff span.add") && b.exists("pre.diff span.del"),
+        "{diff}"
+    );
     b.screenshot("state-diff");
     b.goto("/stacks");
     b.screenshot("stacks");

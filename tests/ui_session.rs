@@ -133,10 +133,19 @@ fn no_data_without_a_session_and_no_change_without_the_csrf_token() {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     let body = page.text().unwrap();
-    assert!(body.contains("secret-pool-name"), "the overview shows the pool");
-    assert!(!body.contains("<script>") && !body.contains(" style="), "no inline script or style");
+    assert!(
+        body.contains("secret-pool-name"),
+        "the overview shows the pool"
+    );
+    assert!(
+        !body.contains("<script>") && !body.contains(" style="),
+        "no inline script or style"
+    );
 
     // Why the run waits.
     let run_page = get(&server, Some(&cookie), &format!("/runs/{waiting}"))
@@ -151,7 +160,11 @@ fn no_data_without_a_session_and_no_change_without_the_csrf_token() {
     // another session's, nothing happens.
     let drain = format!("/workers/{worker}/drain");
     let other = csrf(&server, &login(&server, ADMIN_TOKEN));
-    for form in [vec![], vec![("csrf", "forged")], vec![("csrf", other.as_str())]] {
+    for form in [
+        vec![],
+        vec![("csrf", "forged")],
+        vec![("csrf", other.as_str())],
+    ] {
         let response = post(&server, &cookie, &drain, &form);
         assert_eq!(response.status(), 403, "drain with {form:?}");
         assert!(!worker_drained(&server, &worker));
@@ -160,7 +173,12 @@ fn no_data_without_a_session_and_no_change_without_the_csrf_token() {
     let response = post(&server, &cookie, &drain, &[("csrf", &token)]);
     assert_eq!(response.status(), 303);
     assert!(worker_drained(&server, &worker));
-    let response = post(&server, &cookie, &format!("/workers/{worker}/undrain"), &[("csrf", &token)]);
+    let response = post(
+        &server,
+        &cookie,
+        &format!("/workers/{worker}/undrain"),
+        &[("csrf", &token)],
+    );
     assert_eq!(response.status(), 303);
     assert!(!worker_drained(&server, &worker));
 
@@ -168,7 +186,10 @@ fn no_data_without_a_session_and_no_change_without_the_csrf_token() {
     let response = post(&server, &cookie, "/logout", &[("csrf", &token)]);
     assert_eq!(response.status(), 303);
     let cleared = response.headers()[header::SET_COOKIE].to_str().unwrap();
-    assert!(cleared.starts_with("gantry_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(
+        cleared.starts_with("gantry_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
 }
 
 #[test]
@@ -192,7 +213,11 @@ fn a_session_ends_with_its_token_and_its_cookie_has_the_right_flags() {
     let id = created["id"].as_str().unwrap();
     assert!(server.cli(&["token", "revoke", id]).status.success());
     let after = get(&server, Some(&cookie), "/runs");
-    assert_eq!(after.status(), 303, "a revoked token's session ends at once");
+    assert_eq!(
+        after.status(),
+        303,
+        "a revoked token's session ends at once"
+    );
 
     // Under HTTPS the cookie is Secure.
     let https = Server::start_args(&["--tls-dev"]);

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use gantry_pki::{PoolPrivateKey, PoolPublicKey};
-use gantry_wire::stack::{
-    PlanSummary, ResourceChange, RunOutput, StackJob, MAX_PLAN_RESOURCES,
-};
+use gantry_wire::stack::{PlanSummary, ResourceChange, RunOutput, StackJob, MAX_PLAN_RESOURCES};
 use reqwest::Method;
 
 use crate::client::ControlPlane;

@@ -233,7 +233,10 @@ mod tests {
 
     #[test]
     fn derived_keys_differ_by_purpose_and_follow_the_ring() {
-        let (a, b) = (SecretsKeyring::generate_key(), SecretsKeyring::generate_key());
+        let (a, b) = (
+            SecretsKeyring::generate_key(),
+            SecretsKeyring::generate_key(),
+        );
         let ring = keyring(&[&a, &b]);
         let keys = ring.derive_keys("ui session");
         assert_eq!(keys.len(), 2);

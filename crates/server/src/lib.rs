@@ -58,9 +58,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
-    let ui_keys = ui::SessionKeys::from_keyring(
-        &config.secrets_key.load(&config.data_dir, false)?,
-    );
+    let ui_keys = ui::SessionKeys::from_keyring(&config.secrets_key.load(&config.data_dir, false)?);
     let state = AppState::new(store, config).with_ui_keys(ui_keys);
     tokio::spawn(reaper::run(state.clone()));
     let app = api::router(state.clone());

@@ -245,7 +245,10 @@ mod tests {
 
     #[test]
     fn other_sequences_are_dropped() {
-        assert_eq!(render(b"a\x1b[2Kb\x1b]0;title\x07c\x1b[38;2;1;2;3md"), "abcd");
+        assert_eq!(
+            render(b"a\x1b[2Kb\x1b]0;title\x07c\x1b[38;2;1;2;3md"),
+            "abcd"
+        );
     }
 
     #[test]

@@ -149,8 +149,8 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
 
 /// An API error (the shared action functions return these) as a page.
 pub fn api_error(error: crate::error::ApiError) -> Response {
-    let status = StatusCode::from_u16(error.code.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let title = match status {
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::CONFLICT => "Not possible now",

@@ -172,9 +172,13 @@ pub async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Response {
     drop(session);
-    if let Err(error) = state.store.find_run(&run).await.map_err(ApiError::from).and_then(|r| {
-        r.ok_or_else(|| ApiError::not_found(format!("run {run:?}")))
-    }) {
+    if let Err(error) = state
+        .store
+        .find_run(&run)
+        .await
+        .map_err(ApiError::from)
+        .and_then(|r| r.ok_or_else(|| ApiError::not_found(format!("run {run:?}"))))
+    {
         return layout::api_error(error);
     }
     // A reconnecting EventSource says where it was.
@@ -279,7 +283,87 @@ async fn step(follow: &mut Follow) -> ApiResult<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_cursor;
+    use std::collections::BTreeMap;
+
+    use gantry_store::NewRun;
+    use gantry_wire::run::RunType;
+
+    use super::{log_window, parse_cursor, WINDOW_BYTES};
+
+    #[tokio::test]
+    async fn a_long_log_opens_at_its_tail_and_older_windows_give_back_every_byte() {
+        let state = crate::ui::tests::memory_state().await;
+        let store = &state.store;
+        let pool = store
+            .create_pool(
+                &gantry_store::NewPool {
+                    name: "p".into(),
+                    description: String::new(),
+                    key: gantry_store::PoolKey {
+                        public_key_pem: "pem".into(),
+                        key_fingerprint: "fp".into(),
+                        credential_hash: "hash".into(),
+                    },
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        let run = store
+            .insert_run(
+                &NewRun {
+                    pool_id: pool.id.clone(),
+                    run_type: RunType::Task,
+                    command: vec!["true".into()],
+                    env: BTreeMap::new(),
+                    image: None,
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        let lease = store
+            .claim_runs(&pool.id, "w", 1, i64::MAX, 2)
+            .await
+            .unwrap()[0]
+            .lease_id
+            .clone()
+            .unwrap();
+        // ~600 KB of numbered lines in 7,000-byte chunks that split lines.
+        let text: String = (0..40_000).map(|i| format!("line {i} & more\n")).collect();
+        for (seq, chunk) in text.as_bytes().chunks(7000).enumerate() {
+            store
+                .put_log_chunk(&run.id, &lease, seq as u64, chunk)
+                .await
+                .unwrap();
+        }
+        let plain = |html: &str| html.replace("&amp;", "&");
+
+        let tail = log_window(&state, &run.id, None).await.unwrap();
+        let shown = plain(&tail.html).len();
+        assert!(
+            (WINDOW_BYTES - 7000..=WINDOW_BYTES).contains(&shown),
+            "{shown} bytes"
+        );
+        assert!(tail.html.starts_with("line "), "cut at a line start");
+        assert!(plain(&tail.html).ends_with("line 39999 & more\n"));
+        assert_eq!(tail.next, text.len().div_ceil(7000) as u64);
+
+        let mut whole = plain(&tail.html);
+        let mut older = tail.older;
+        let mut windows = 1;
+        while let Some(cursor) = older {
+            let window = log_window(&state, &run.id, parse_cursor(&cursor))
+                .await
+                .unwrap();
+            whole.insert_str(0, &plain(&window.html));
+            older = window.older;
+            windows += 1;
+            assert!(windows < 20, "the walk ends");
+        }
+        assert!(windows >= 4, "{windows} windows");
+        assert_eq!(whole, text, "every byte, once, in order");
+    }
 
     #[test]
     fn cursors() {

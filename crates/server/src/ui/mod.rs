@@ -95,11 +95,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     let micros = started.elapsed().as_micros();
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "app;dur={}.{:03}",
-        micros / 1000,
-        micros % 1000
-    )) {
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("app;dur={}.{:03}", micros / 1000, micros % 1000))
+    {
         headers.insert("server-timing", value);
     }
     response

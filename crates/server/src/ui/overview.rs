@@ -11,7 +11,7 @@ use gantry_wire::pool::WorkerState;
 use gantry_wire::run::RunState;
 use maud::{html, Markup};
 
-use super::layout::{self, ago, shell, run_link, run_state, Nav};
+use super::layout::{self, ago, run_link, run_state, shell, Nav};
 use super::session;
 use crate::convert;
 use crate::state::{now_ms, AppState};

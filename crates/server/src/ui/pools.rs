@@ -9,7 +9,7 @@ use gantry_wire::pool::ResetPool;
 use maud::html;
 use serde::Deserialize;
 
-use super::layout::{self, action_button, ago, csrf_field, shell, run_link, worker_state, Nav};
+use super::layout::{self, action_button, ago, csrf_field, run_link, shell, worker_state, Nav};
 use super::session::{Action, UiSession};
 use crate::convert;
 use crate::state::{now_ms, AppState};
@@ -111,7 +111,13 @@ async fn render(
             }
         }
     };
-    Ok(shell(state, Some(session), &format!("Pool {}", pool.name), Nav::Overview, body))
+    Ok(shell(
+        state,
+        Some(session),
+        &format!("Pool {}", pool.name),
+        Nav::Overview,
+        body,
+    ))
 }
 
 fn back_to(path: String) -> Response {
@@ -187,5 +193,11 @@ pub async fn reset(
         }
         p { a href={ "/pools/" (reset.name) } { "Back to the pool" } }
     };
-    shell(&state, Some(&action.session), "Pool reset", Nav::Overview, body)
+    shell(
+        &state,
+        Some(&action.session),
+        "Pool reset",
+        Nav::Overview,
+        body,
+    )
 }

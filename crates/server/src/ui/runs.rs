@@ -12,7 +12,7 @@ use gantry_wire::stack::{PlanSummary, RunOutput};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, action_button, ago, shell, run_state, Nav};
+use super::layout::{self, action_button, ago, run_state, shell, Nav};
 use super::session::{Action, UiSession};
 use super::{live, non_empty, waiting};
 use crate::error::{ApiError, ApiResult};
@@ -164,7 +164,13 @@ async fn render_page(state: &AppState, session: &UiSession, run_id: &str) -> Api
             }
         }
     };
-    Ok(shell(state, Some(session), &format!("Run {}", run.id), Nav::Runs, body))
+    Ok(shell(
+        state,
+        Some(session),
+        &format!("Run {}", run.id),
+        Nav::Runs,
+        body,
+    ))
 }
 
 /// The part of the run page that follows the run: re-rendered and sent
@@ -177,9 +183,19 @@ pub async fn live_section(
     let transitions = state.store.run_transitions(&run.id).await?;
     let why = waiting::why(state, run).await?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (run.state.as_str(), run.updated_at, run.stop_requested, &why, transitions.len()).hash(&mut hasher);
+    (
+        run.state.as_str(),
+        run.updated_at,
+        run.stop_requested,
+        &why,
+        transitions.len(),
+    )
+        .hash(&mut hasher);
     let version = format!("{:x}", hasher.finish());
-    Ok((version, render_live(state, session, run, &transitions, why.as_deref())))
+    Ok((
+        version,
+        render_live(state, session, run, &transitions, why.as_deref()),
+    ))
 }
 
 fn render_live(
@@ -190,14 +206,24 @@ fn render_live(
     why: Option<&str>,
 ) -> Markup {
     let now = now_ms();
-    let plan: Option<PlanSummary> = run.plan.as_deref().and_then(|p| serde_json::from_str(p).ok());
+    let plan: Option<PlanSummary> = run
+        .plan
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok());
     let outputs: Vec<RunOutput> = run
         .outputs
         .as_deref()
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or_default();
     let button = |verb: &str, label: &str, class: &str| {
-        action_button(state, session, &format!("/runs/{}/{verb}", run.id), label, class, true)
+        action_button(
+            state,
+            session,
+            &format!("/runs/{}/{verb}", run.id),
+            label,
+            class,
+            true,
+        )
     };
     html! {
         p { "State " strong data-state=(run.state.as_str()) { (run_state(run.state)) }

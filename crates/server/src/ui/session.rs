@@ -288,7 +288,11 @@ pub async fn login(
         let page = super::layout::login_page(Some(
             "That API token is not valid (unknown or revoked). Paste a token made by `gantry token create` or the admin token.",
         ));
-        return (StatusCode::UNAUTHORIZED, axum::response::Html(page.into_string())).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(page.into_string()),
+        )
+            .into_response();
     };
     tracing::info!(token_id = %record.id, "web UI session started");
     let value = issue(&state, &record.id, now_ms());

@@ -162,7 +162,13 @@ async fn render(state: &AppState, session: &UiSession, name: &str) -> ApiResult<
             }
         }
     };
-    Ok(shell(state, Some(session), &format!("Stack {}", record.name), Nav::Stacks, body))
+    Ok(shell(
+        state,
+        Some(session),
+        &format!("Stack {}", record.name),
+        Nav::Stacks,
+        body,
+    ))
 }
 
 fn pretty(bytes: &[u8]) -> String {
@@ -223,13 +229,19 @@ pub async fn unlock(
     }
 }
 
-async fn version_bytes(state: &AppState, stack: &str, version: i64) -> ApiResult<(String, Vec<u8>)> {
+async fn version_bytes(
+    state: &AppState,
+    stack: &str,
+    version: i64,
+) -> ApiResult<(String, Vec<u8>)> {
     let record = crate::api::find_stack(state, stack).await?;
     let (_, data) = state
         .store
         .state_version(&record.id, version)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("state version {version} of stack {}", record.name)))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("state version {version} of stack {}", record.name))
+        })?;
     Ok((record.name, data))
 }
 
