@@ -229,3 +229,73 @@ fn a_session_ends_with_its_token_and_its_cookie_has_the_right_flags() {
     let set_cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
     assert!(set_cookie.contains("Secure"), "{set_cookie}");
 }
+
+#[test]
+fn pool_reset_and_cycle_and_stack_unlock_from_the_forms() {
+    let server = Server::start();
+    let pool = server.create_pool("web");
+    let cookie = login(&server, ADMIN_TOKEN);
+    let token = csrf(&server, &cookie);
+
+    // Reset with a new CSR: the new token is shown once, on this page only.
+    let csr = gantry_pki::generate(2048, "web").unwrap().csr_pem;
+    let response = post(
+        &server,
+        &cookie,
+        "/pools/web/reset",
+        &[("csrf", &token), ("csr", &csr)],
+    );
+    assert_eq!(response.status(), 200);
+    let page = response.text().unwrap();
+    let at = page.find("data-token=\"pool\">").expect("the new token") + 18;
+    let new_token = &page[at..at + page[at..].find('<').unwrap()];
+    assert_ne!(new_token, pool.token);
+    assert_eq!(server.api_get("/pools/web")["generation"], 2);
+    let pool_page = get(&server, Some(&cookie), "/pools/web").text().unwrap();
+    assert!(!pool_page.contains(new_token), "shown once");
+
+    let response = post(&server, &cookie, "/pools/web/cycle", &[("csrf", &token)]);
+    assert_eq!(response.status(), 303);
+    assert!(server.api_get("/pools/web")["cycled_at"].is_string());
+
+    // A stack whose state someone locked: the holder is shown, and unlocked.
+    let http = server.http();
+    let created = http
+        .post(format!("{}/api/v1/stacks", server.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "s", "pool": "web", "git_url": "https://git.example.invalid/x.git"}))
+        .send()
+        .unwrap();
+    assert!(created.status().is_success());
+    let locked = http
+        .request(
+            reqwest::Method::from_bytes(b"LOCK").unwrap(),
+            format!("{}/api/v1/stacks/s/state", server.url),
+        )
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"ID":"lock-1","Who":"alice@laptop"}"#)
+        .send()
+        .unwrap();
+    assert!(locked.status().is_success());
+    let page = get(&server, Some(&cookie), "/stacks/s").text().unwrap();
+    assert!(
+        page.contains("data-lock=\"held\"") && page.contains("alice@laptop"),
+        "{page}"
+    );
+    // Without the CSRF token, nothing happens.
+    assert_eq!(
+        post(&server, &cookie, "/stacks/s/unlock", &[]).status(),
+        403
+    );
+    assert_eq!(
+        post(&server, &cookie, "/stacks/s/runs", &[("type", "proposed")]).status(),
+        403
+    );
+    assert!(server.api_get("/runs").as_array().unwrap().is_empty());
+    assert_eq!(
+        post(&server, &cookie, "/stacks/s/unlock", &[("csrf", &token)]).status(),
+        303
+    );
+    let page = get(&server, Some(&cookie), "/stacks/s").text().unwrap();
+    assert!(page.contains("data-lock=\"free\""), "{page}");
+}

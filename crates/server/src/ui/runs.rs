@@ -235,7 +235,10 @@ fn render_live(
                     (button("confirm", "Confirm", "primary"))
                     (button("discard", "Discard", "danger"))
                 }
-                @if !run.state.is_terminal() && !run.stop_requested { (button("stop", "Stop", "danger")) }
+                // An UNCONFIRMED run holds no worker: Discard ends it.
+                @if !run.state.is_terminal() && run.state != RunState::Unconfirmed && !run.stop_requested {
+                    (button("stop", "Stop", "danger"))
+                }
             }
         }
         dl.facts {
