@@ -62,6 +62,8 @@ fn login_overview_drain_undrain_tokens_and_logout() {
         "",
         "the session cookie is HttpOnly"
     );
+    let script = "return document.documentElement.getAttribute('data-ui-script');";
+    assert_eq!(b.js(script), "on", "ui.js runs under the CSP");
 
     // The pool with its worker, and the run.
     wait_for("the overview to show the worker", WAIT, || {
@@ -308,4 +310,43 @@ fn confirm_and_discard_from_the_run_page_then_stack_state_and_diff() {
     b.screenshot("state-diff");
     b.goto("/stacks");
     b.screenshot("stacks");
+}
+
+#[test]
+#[ignore = "slow: Chromium"]
+fn read_only_pages_and_forms_work_without_javascript() {
+    if !browser::available() {
+        return;
+    }
+    let server = Server::start();
+    let pool = server.create_pool("plain");
+    let launcher = Launcher::start(&pool, &[]);
+    launcher.wait_registered();
+    let run = server.submit(
+        "plain",
+        &["sh", "-c", "echo \"$((6 * 7)) without a script\""],
+    );
+    server.wait_run_end(&run, WAIT);
+
+    let b = Browser::start_with(&server.url, 1280, 900, false);
+    b.goto("/");
+    b.fill("#token", ADMIN_TOKEN);
+    b.click("main button[type=submit]");
+    b.wait_text("h1", "Overview", WAIT);
+    let script = "return document.documentElement.getAttribute('data-ui-script');";
+    assert_eq!(b.js(script), serde_json::Value::Null, "ui.js is off");
+    assert_eq!(count(&b, "plain", "total"), "1");
+    b.goto(&format!("/runs/{run}"));
+    b.wait_text("#log", "42 without a script", WAIT);
+    assert!(b.text("[data-state]").unwrap().contains("FINISHED"));
+    b.goto("/runs?pool=plain");
+    assert!(b.text("main").unwrap().contains(&run));
+    // A form posts and comes back, scripts or not.
+    b.goto("/pools/plain");
+    b.click("tr[data-worker] form button");
+    b.wait_text("tr[data-worker] .badge", "drained", WAIT);
+    b.goto("/stacks");
+    b.wait_text("h1", "Stacks", WAIT);
+    b.goto("/tokens");
+    b.wait_text("h1", "API tokens", WAIT);
 }

@@ -30,6 +30,11 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium of `width`×`height`
     /// pointed at `base` (the server's URL).
     pub fn start(base: &str, width: u32, height: u32) -> Browser {
+        Browser::start_with(base, width, height, true)
+    }
+
+    /// A browser with JavaScript turned off (`javascript: false`).
+    pub fn start_with(base: &str, width: u32, height: u32, javascript: bool) -> Browser {
         let port = free_port();
         let mut command = Command::new("chromedriver");
         command.arg(format!("--port={port}"));
@@ -43,6 +48,7 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--no-first-run", "--disable-extensions", format!("--window-size={width},{height}")],
+                "prefs": { "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 } },
             }
         }))
         .unwrap();

@@ -93,7 +93,7 @@ async fn runs_filter_by_pool_stack_state_and_type_and_page_newest_first() {
             ..RunPage::default()
         })
         .await,
-        [second.id.clone()]
+        vec![second.id.clone()]
     );
     assert_eq!(
         page(RunPage {
@@ -101,7 +101,7 @@ async fn runs_filter_by_pool_stack_state_and_type_and_page_newest_first() {
             ..RunPage::default()
         })
         .await,
-        [on_a[0].clone()]
+        vec![on_a[0].clone()]
     );
     let active = page(RunPage {
         pool_id: Some(a.id.clone()),

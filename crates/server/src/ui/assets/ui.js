@@ -142,6 +142,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // Says the script runs (the tests tell a page with it from one without).
+    document.documentElement.setAttribute("data-ui-script", "on");
     var log = document.getElementById("log");
     if (log) {
       log.scrollTop = log.scrollHeight;
