@@ -6,6 +6,9 @@
 # closing line is the test runner's summary. tests/deploy runs in the
 # background beside tests/api_contract and the fuzzing.
 #
+# The ignored cargo tests include the web UI's in a real Chromium
+# (tests/ui.rs; chromium and chromium-driver come from install-test-deps.sh).
+#
 # The cargo tests run under cargo-nextest when it is installed (each test in
 # its own process, GANTRY_TEST_THREADS at a time across all test binaries, so
 # the slow real-tool binaries overlap instead of queueing one after the
