@@ -265,18 +265,37 @@ async fn step(follow: &mut Follow) -> ApiResult<bool> {
             .queue
             .push_back(Event::default().event("run").data(data.to_string()));
     }
-    if run.state.is_terminal()
-        && chunks.is_empty()
-        && state
+    if run.state.is_terminal() && chunks.is_empty() {
+        match state
             .store
             .next_stored_log_seq(&follow.run_id, follow.next)
             .await?
-            .is_none()
-    {
-        follow
-            .queue
-            .push_back(Event::default().event("end").data("{}"));
-        follow.done = true;
+        {
+            None => {
+                follow
+                    .queue
+                    .push_back(Event::default().event("end").data("{}"));
+                follow.done = true;
+            }
+            // The run ended with chunks its worker never uploaded (it was
+            // lost): say so and go on after them.
+            Some(after) if after > follow.next => {
+                let html = format!(
+                    "\n[log chunks {}–{} are missing: the worker that had them was lost]\n",
+                    follow.next,
+                    after - 1
+                );
+                follow.next = after;
+                let data = serde_json::json!({ "html": html, "next": follow.next });
+                follow.queue.push_back(
+                    Event::default()
+                        .event("log")
+                        .id(follow.next.to_string())
+                        .data(data.to_string()),
+                );
+            }
+            Some(_) => {}
+        }
     }
     Ok(!follow.queue.is_empty())
 }
