@@ -200,7 +200,8 @@ What to try next (each command takes --help and --output json):
   gantry stack create NAME --pool POOL --source DIR|GIT_URL
   gantry run trigger NAME --type tracked && gantry run confirm ID
   gantry run logs ID -f; gantry stack state versions NAME; gantry worker list
-Docs: README.md, docs/stacks.md, docs/running-the-control-plane.md,
+  the web UI: open your server's URL (e.g. http://127.0.0.1:8080/) in a browser and sign in with an API token
+Docs: README.md, docs/ui.md, docs/stacks.md, docs/running-the-control-plane.md,
       docs/deploying-worker-pools.md (EC2/CloudFormation, Kubernetes/Helm, systemd),
       docs/reliability.md
 EOF

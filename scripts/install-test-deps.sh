@@ -8,7 +8,8 @@ ROOT=$PWD
 log() { printf '\n==> %s\n' "$*"; }
 
 # --- Debian packages ------------------------------------------------------
-APT_PACKAGES=(openssl git busybox-static squid postgresql haproxy shellcheck systemd debootstrap procps iproute2 socat prometheus)
+# chromium + chromium-driver: the web UI's browser tests (tests/ui.rs, WebDriver).
+APT_PACKAGES=(openssl git busybox-static squid postgresql haproxy shellcheck systemd debootstrap procps iproute2 socat prometheus chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -10,6 +10,9 @@
 # every server on its own database of one throwaway cluster started for this
 # run and stopped at its end), then on SQLite, the default.
 #
+# The ignored cargo tests include the web UI's in a real Chromium
+# (tests/ui.rs; chromium and chromium-driver come from install-test-deps.sh).
+#
 # The cargo tests run under cargo-nextest when it is installed (each test in
 # its own process, GANTRY_TEST_THREADS at a time across all test binaries, so
 # the slow real-tool binaries overlap instead of queueing one after the

@@ -95,6 +95,13 @@ impl Api {
         self.call(Method::POST, "/runs", Some(&body)).await
     }
 
+    /// A stack on a git source (nothing is cloned until a run).
+    pub async fn create_git_stack(&self, name: &str, pool: &str, url: &str) -> Result<()> {
+        let body = serde_json::json!({ "name": name, "pool": pool, "git_url": url });
+        let _: serde_json::Value = self.call(Method::POST, "/stacks", Some(&body)).await?;
+        Ok(())
+    }
+
     pub async fn run(&self, id: &str) -> Result<Run> {
         self.get(&format!("/runs/{id}")).await
     }

@@ -9,7 +9,9 @@
 //!   floor of spawning `true` from Rust;
 //! - rss: an idle launcher's resident memory;
 //! - idle: 1,000 and 10,000 simulated workers (real registrations, real
-//!   long-polls and heartbeats) held by one server: its memory and CPU.
+//!   long-polls and heartbeats) held by one server: its memory and CPU;
+//! - ui: the web UI's server time per page with 1,000 runs, 100 workers
+//!   and a 100 MB log.
 //!
 //! Every benchmark runs in a fresh temporary directory with its own server;
 //! every child process dies with the bench. Figures go to stdout as a table.
@@ -49,14 +51,17 @@ enum Bench {
     Rss,
     /// The server's cost of N idle simulated workers.
     Idle,
+    /// The web UI's server time per page (1,000 runs, 100 workers, a 100 MB log).
+    Ui,
 }
 
-const ALL: [Bench; 5] = [
+const ALL: [Bench; 6] = [
     Bench::Rss,
     Bench::Dispatch,
     Bench::Burst,
     Bench::Throughput,
     Bench::Idle,
+    Bench::Ui,
 ];
 
 #[derive(Debug, Parser)]
@@ -282,6 +287,12 @@ async fn run(args: Args) -> ExitCode {
                 eprintln!("\n== throughput");
                 if let Err(e) = benches::throughput(&ctx, &opts, &mut report).await {
                     report.error("throughput", &e);
+                }
+            }
+            Bench::Ui => {
+                eprintln!("\n== web UI pages");
+                if let Err(e) = benches::ui_pages(&ctx, &opts, &mut report).await {
+                    report.error("ui", &e);
                 }
             }
             Bench::Idle => {

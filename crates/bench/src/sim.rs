@@ -240,6 +240,37 @@ impl Worker {
         Ok(())
     }
 
+    /// Uploads log chunk `seq` of a leased run, as the launcher does.
+    pub async fn put_log_chunk(
+        &self,
+        run_id: &str,
+        lease_id: &str,
+        seq: u64,
+        data: Vec<u8>,
+    ) -> Result<(), CallError> {
+        let session = self.session.read().expect("session lock").clone();
+        let response = self
+            .http
+            .put(format!("{}/worker/runs/{run_id}/logs/{seq}", self.base))
+            .bearer_auth(session)
+            .header(gantry_wire::LEASE_HEADER, lease_id)
+            .body(data)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| CallError {
+                status: None,
+                message: describe(&e),
+            })?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(CallError {
+                status: Some(status),
+                message: response.text().await.unwrap_or_default(),
+            }),
+        }
+    }
+
     /// Ends a leased run as a successful run with no output.
     pub async fn finish_ok(&self, lease: &RunLease) -> Result<(), CallError> {
         let body = FinishRun {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use gantry_pki::{PoolPrivateKey, PoolPublicKey};
-use gantry_wire::stack::{PlanSummary, RunOutput, StackJob};
+use gantry_wire::stack::{PlanSummary, ResourceChange, RunOutput, StackJob, MAX_PLAN_RESOURCES};
 use reqwest::Method;
 
 use crate::client::ControlPlane;
@@ -171,15 +171,32 @@ pub fn plan_summary(plan_json: &[u8]) -> Result<PlanSummary, String> {
             .flatten()
             .filter_map(|a| a.as_str())
             .collect();
-        match actions.as_slice() {
-            ["create"] => summary.add += 1,
-            ["update"] => summary.change += 1,
-            ["delete"] => summary.destroy += 1,
+        let action = match actions.as_slice() {
+            ["create"] => {
+                summary.add += 1;
+                "create"
+            }
+            ["update"] => {
+                summary.change += 1;
+                "update"
+            }
+            ["delete"] => {
+                summary.destroy += 1;
+                "delete"
+            }
             ["delete", "create"] | ["create", "delete"] => {
                 summary.add += 1;
                 summary.destroy += 1;
+                "replace"
             }
-            _ => {}
+            ["read"] => "read",
+            _ => continue,
+        };
+        if summary.resources.len() < MAX_PLAN_RESOURCES {
+            summary.resources.push(ResourceChange {
+                address: change["address"].as_str().unwrap_or("?").to_string(),
+                action: action.to_string(),
+            });
         }
     }
     // A plan can change only outputs (a stack's first output, a changed
@@ -222,12 +239,25 @@ mod tests {
     #[test]
     fn plan_summary_counts_replaces_as_add_and_destroy() {
         let plan = br#"{"resource_changes":[
-            {"change":{"actions":["create"]}},
-            {"change":{"actions":["delete","create"]}},
-            {"change":{"actions":["update"]}},
-            {"change":{"actions":["no-op"]}}]}"#;
+            {"address":"null_resource.a","change":{"actions":["create"]}},
+            {"address":"null_resource.b[0]","change":{"actions":["delete","create"]}},
+            {"address":"null_resource.c","change":{"actions":["update"]}},
+            {"address":"null_resource.d","change":{"actions":["no-op"]}}]}"#;
         let s = plan_summary(plan).unwrap();
         assert_eq!((s.add, s.change, s.destroy), (2, 1, 1));
+        let listed: Vec<(&str, &str)> = s
+            .resources
+            .iter()
+            .map(|r| (r.address.as_str(), r.action.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("null_resource.a", "create"),
+                ("null_resource.b[0]", "replace"),
+                ("null_resource.c", "update")
+            ]
+        );
     }
 
     #[test]

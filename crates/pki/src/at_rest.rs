@@ -61,6 +61,8 @@ pub enum AtRestError {
 struct AtRestKey {
     id: KeyId,
     cipher: Aes256Gcm,
+    /// Kept only to derive keys for other purposes ([`SecretsKeyring::derive_keys`]).
+    secret: [u8; KEY_BYTES],
 }
 
 /// The control plane's keys for data at rest; the first one encrypts.
@@ -99,6 +101,7 @@ impl SecretsKeyring {
                 let key = AtRestKey {
                     id: key_id(&bytes),
                     cipher: Aes256Gcm::new_from_slice(&bytes).expect("a 32-byte key"),
+                    secret: bytes.as_slice().try_into().expect("a 32-byte key"),
                 };
                 if let Some((first, _)) = keys.iter().find(|(_, k)| k.id == key.id) {
                     return Err(KeyringError::Duplicate {
@@ -131,6 +134,23 @@ impl SecretsKeyring {
 
     pub fn ids(&self) -> Vec<KeyId> {
         self.keys.iter().map(|k| k.id).collect()
+    }
+
+    /// A 256-bit key for another purpose (named by `info`) derived from each
+    /// key of the ring with HKDF-SHA256, the current key's first. Every
+    /// replica sharing the keyring derives the same keys; a derived key never
+    /// reveals the key it came from.
+    pub fn derive_keys(&self, info: &str) -> Vec<[u8; KEY_BYTES]> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let mut out = [0u8; KEY_BYTES];
+                hkdf::Hkdf::<Sha256>::new(Some(b"gantry derived key v1"), &key.secret)
+                    .expand(info.as_bytes(), &mut out)
+                    .expect("32 bytes is a valid HKDF-SHA256 output length");
+                out
+            })
+            .collect()
     }
 
     /// Encrypts `plaintext` under the current key, bound to `context`.
@@ -209,6 +229,22 @@ mod tests {
 
     fn keyring(lines: &[&str]) -> SecretsKeyring {
         SecretsKeyring::parse(&lines.join("\n")).unwrap()
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_follow_the_ring() {
+        let (a, b) = (
+            SecretsKeyring::generate_key(),
+            SecretsKeyring::generate_key(),
+        );
+        let ring = keyring(&[&a, &b]);
+        let keys = ring.derive_keys("ui session");
+        assert_eq!(keys.len(), 2);
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[0], ring.derive_keys("another purpose")[0]);
+        // Same keyring, same keys: what lets several replicas agree.
+        assert_eq!(keyring(&[&a]).derive_keys("ui session")[0], keys[0]);
+        assert_eq!(keyring(&[&b, &a]).derive_keys("ui session")[1], keys[0]);
     }
 
     #[test]

@@ -84,6 +84,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The web UI's error pages are for people, and stay HTML.
+fn is_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
 /// The longest rejection text carried over into a JSON error's message.
 const MAX_REJECTION_TEXT: usize = 1024;
 
@@ -99,6 +107,7 @@ pub async fn json_errors(
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || crate::extract::is_json(response.headers())
+        || is_html(response.headers())
     {
         return response;
     }

@@ -28,6 +28,7 @@ pub mod secrets_key;
 mod signals;
 mod state;
 pub mod tls;
+mod ui;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
@@ -79,7 +80,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let state = AppState::new(store, config);
+    let ui_keys = ui::SessionKeys::from_keyring(&config.secrets_key.load(&config.data_dir, false)?);
+    let state = AppState::new(store, config).with_ui_keys(ui_keys);
     if let Some(url) = state.config.database_url.clone() {
         signals::relay_between_replicas(&state.signals, &url).await?;
     }

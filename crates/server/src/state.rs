@@ -16,6 +16,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether this process does the singleton duties now (see `duties`).
     pub holds_duties: Arc<std::sync::atomic::AtomicBool>,
+    /// The web UI's session cookie keys (from the secrets keyring in `serve`).
+    pub ui_keys: Arc<crate::ui::SessionKeys>,
 }
 
 impl AppState {
@@ -27,7 +29,15 @@ impl AppState {
             limiter: Arc::default(),
             metrics: Arc::default(),
             holds_duties: Arc::default(),
+            ui_keys: Arc::new(crate::ui::SessionKeys::random()),
         }
+    }
+
+    /// Web UI sessions keyed by the secrets keyring: every replica that
+    /// shares it accepts the same cookies.
+    pub fn with_ui_keys(mut self, keys: crate::ui::SessionKeys) -> AppState {
+        self.ui_keys = Arc::new(keys);
+        self
     }
 }
 

@@ -238,7 +238,13 @@ async fn a_bad_path_value_names_the_parameter() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let fixture = fixture().await;
-    for uri in ["/api/v1/nothing", "/api/v1/runs//logs", "/elsewhere", "/"] {
+    // `/` is the web UI's (its pages are HTML); everything unknown is JSON.
+    for uri in [
+        "/api/v1/nothing",
+        "/api/v1/runs//logs",
+        "/elsewhere",
+        "/ui/nothing",
+    ] {
         let answer = call(&fixture, Method::GET, uri, None, Body::empty()).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(answer.error().0, "not_found", "{uri}");

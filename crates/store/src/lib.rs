@@ -16,6 +16,7 @@
 //! - log chunk `(run, seq)` is written once; an identical rewrite succeeds,
 //!   a different one is a conflict.
 
+mod browse;
 mod demand_store;
 mod records;
 pub mod sql;
@@ -24,6 +25,7 @@ mod stack_store;
 use async_trait::async_trait;
 use gantry_wire::run::RunState;
 
+pub use browse::*;
 pub use demand_store::*;
 pub use records::*;
 pub use sql::{Engine, SqlStore};
@@ -60,7 +62,15 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 /// Everything the control plane stores.
 pub trait Store:
-    TokenStore + PoolStore + WorkerStore + RunStore + LogStore + StackStore + StateStore + DemandStore
+    TokenStore
+    + PoolStore
+    + WorkerStore
+    + RunStore
+    + LogStore
+    + StackStore
+    + StateStore
+    + DemandStore
+    + BrowseStore
 {
 }
 impl<
@@ -71,7 +81,8 @@ impl<
             + LogStore
             + StackStore
             + StateStore
-            + DemandStore,
+            + DemandStore
+            + BrowseStore,
     > Store for T
 {
 }

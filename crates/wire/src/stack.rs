@@ -231,7 +231,7 @@ pub struct TriggerRun {
 /// Resources a plan adds, changes and destroys (a replace counts as one add
 /// and one destroy, as Terraform prints it), and the outputs it changes: a
 /// plan that only changes outputs still has something to apply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlanSummary {
     pub add: u32,
     pub change: u32,
@@ -239,6 +239,22 @@ pub struct PlanSummary {
     /// Outputs added, changed or removed (Terraform's "Changes to Outputs").
     #[serde(default)]
     pub outputs: u32,
+    /// The resources the plan changes, in Terraform's order (at most
+    /// [`MAX_PLAN_RESOURCES`]); empty from launchers older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceChange>,
+}
+
+/// The most resource changes a plan summary lists.
+pub const MAX_PLAN_RESOURCES: usize = 1000;
+
+/// One resource a plan changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceChange {
+    /// e.g. `null_resource.web[0]`.
+    pub address: String,
+    /// `create`, `update`, `delete`, `replace` or `read`.
+    pub action: String,
 }
 
 impl PlanSummary {

@@ -7,6 +7,7 @@ mod dispatch;
 mod idle;
 mod rss;
 mod throughput;
+mod ui;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use dispatch::{dispatch_launchers, dispatch_protocol};
 pub use idle::idle_workers;
 pub use rss::launcher_rss;
 pub use throughput::throughput;
+pub use ui::ui_pages;
 
 /// Sizes and time limits; `--quick` shrinks them.
 #[derive(Debug, Clone)]

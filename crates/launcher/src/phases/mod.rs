@@ -537,6 +537,7 @@ impl Phases<'_> {
             .await?;
         let summary = workspace::plan_summary(&json)?;
         self.sink.line(&format!("plan: {summary}"));
+        let has_changes = summary.has_changes();
         self.report_plan(ReportPlan {
             plan: Some(summary),
             ..ReportPlan::default()
@@ -545,7 +546,7 @@ impl Phases<'_> {
         self.hooks("after_plan").await?;
         match self.lease.run_type {
             RunType::Proposed | RunType::Task => Ok(Ending::of_exit(Exit::Code(0))),
-            RunType::Tracked | RunType::Destroy if !summary.has_changes() => {
+            RunType::Tracked | RunType::Destroy if !has_changes => {
                 self.sink.line("no changes: nothing to confirm");
                 Ok(Ending::of_exit(Exit::Code(0)))
             }

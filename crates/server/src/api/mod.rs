@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .nest(gantry_wire::API_PREFIX, api)
         // Prometheus' conventional path, outside the API prefix.
         .route("/metrics", get(crate::metrics::scrape))
+        .merge(crate::ui::router())
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

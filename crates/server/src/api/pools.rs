@@ -135,7 +135,17 @@ pub async fn reset_pool(
     Path(pool): Path<String>,
     Json(request): Json<ResetPool>,
 ) -> ApiResult<Json<PoolWithToken>> {
-    let record = find_pool(&state, &pool).await?;
+    Ok(Json(reset(&state, &headers, &pool, request).await?))
+}
+
+/// Resets a pool (the API's and the web UI's); the answer holds the new token.
+pub(crate) async fn reset(
+    state: &AppState,
+    headers: &HeaderMap,
+    pool: &str,
+    request: ResetPool,
+) -> ApiResult<PoolWithToken> {
+    let record = find_pool(state, pool).await?;
     let (key, credential) = new_key(&request.csr)?;
     let new_key = key.key_fingerprint != record.key.key_fingerprint;
     let affected: Vec<SealedStack> = if new_key {
@@ -174,13 +184,13 @@ pub async fn reset_pool(
     if !reset.discarded.is_empty() {
         state.signals.run_ready(&reset.pool.id);
     }
-    wake_pool_workers(&state, &reset.pool.id).await;
+    wake_pool_workers(state, &reset.pool.id).await;
     tracing::info!(pool_id = %reset.pool.id, generation = reset.pool.generation, new_key,
         stacks_affected = affected.len(), runs_discarded = reset.discarded.len(), "pool reset");
-    let mut answer = with_token(&state, &headers, &reset.pool, credential);
+    let mut answer = with_token(state, headers, &reset.pool, credential);
     answer.stacks_affected = affected;
     answer.runs_discarded = reset.discarded;
-    Ok(Json(answer))
+    Ok(answer)
 }
 
 fn describe(stack: &SealedStack) -> String {
@@ -206,10 +216,15 @@ pub async fn cycle_pool(
     State(state): State<AppState>,
     Path(pool): Path<String>,
 ) -> ApiResult<Json<Pool>> {
-    let record = find_pool(&state, &pool).await?;
+    Ok(Json(convert::pool(&cycle(&state, &pool).await?)))
+}
+
+/// Cycles a pool (the API's and the web UI's).
+pub(crate) async fn cycle(state: &AppState, pool: &str) -> ApiResult<PoolRecord> {
+    let record = find_pool(state, pool).await?;
     let record = state.store.cycle_pool(&record.id, now_ms()).await?;
-    wake_pool_workers(&state, &record.id).await;
-    Ok(Json(convert::pool(&record)))
+    wake_pool_workers(state, &record.id).await;
+    Ok(record)
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use gantry_store::{NewRun, RunFilter};
+use gantry_store::{NewRun, RunFilter, RunRecord};
 use gantry_wire::run::{Run, RunState, RunType, SubmitRun};
 use serde::Deserialize;
 
@@ -136,12 +136,19 @@ pub async fn stop_run(
     State(state): State<AppState>,
     Path(run): Path<String>,
 ) -> ApiResult<Json<Run>> {
-    let record = state.store.request_stop(&run, now_ms()).await?;
+    let record = stop(&state, &run).await?;
+    Ok(Json(load_run(&state, &record.id).await?))
+}
+
+/// Stops a run (the API's and the web UI's): a queued one ends at once, a
+/// leased one's worker is told.
+pub(crate) async fn stop(state: &AppState, run: &str) -> ApiResult<RunRecord> {
+    let record = state.store.request_stop(run, now_ms()).await?;
     if record.state.is_terminal() {
         crate::metrics::run_ended(&state, &record);
         state.signals.run_ended(&record.id);
     } else if let Some(worker_id) = &record.worker_id {
         state.signals.instruct_worker(worker_id);
     }
-    Ok(Json(load_run(&state, &record.id).await?))
+    Ok(record)
 }

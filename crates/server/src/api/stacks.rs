@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
 use gantry_pki::PoolPublicKey;
-use gantry_store::{PoolRecord, StackRecord};
+use gantry_store::{PoolRecord, RunRecord, StackRecord};
 use gantry_wire::run::{Run, RunType};
 use gantry_wire::stack::{
     normalize_tool_version, CreateStack, Stack, Tool, TriggerRun, UpdateStack, HOOKS,
@@ -365,7 +365,20 @@ pub async fn trigger_run(
     Path(stack): Path<String>,
     Json(request): Json<TriggerRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
-    let record = find_stack(&state, &stack).await?;
+    let run = trigger(&state, &stack, request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::runs::load_run(&state, &run.id).await?),
+    ))
+}
+
+/// Queues a run on a stack (the API's and the web UI's).
+pub(crate) async fn trigger(
+    state: &AppState,
+    stack: &str,
+    request: TriggerRun,
+) -> ApiResult<RunRecord> {
+    let record = find_stack(state, stack).await?;
     if request.run_type == RunType::Task
         && (request.command.is_empty() || request.command[0].trim().is_empty())
     {
@@ -386,10 +399,7 @@ pub async fn trigger_run(
         .await?;
     state.signals.run_ready(&record.pool_id);
     tracing::info!(run_id = %run.id, stack = %record.name, run_type = request.run_type.as_str(), state = %run.state, "stack run queued");
-    Ok((
-        StatusCode::CREATED,
-        Json(super::runs::load_run(&state, &run.id).await?),
-    ))
+    Ok(run)
 }
 
 /// Applies a tracked or destroy run's saved plan: UNCONFIRMED → CONFIRMED,
@@ -401,10 +411,16 @@ pub async fn confirm_run(
     State(state): State<AppState>,
     Path(run): Path<String>,
 ) -> ApiResult<Json<Run>> {
-    let record = state.store.confirm_run(&run, now_ms()).await?;
+    let record = confirm(&state, &run).await?;
+    Ok(Json(super::runs::load_run(&state, &record.id).await?))
+}
+
+/// UNCONFIRMED → CONFIRMED (the API's and the web UI's).
+pub(crate) async fn confirm(state: &AppState, run: &str) -> ApiResult<RunRecord> {
+    let record = state.store.confirm_run(run, now_ms()).await?;
     state.signals.run_ready(&record.pool_id);
     state.signals.run_changed(&record.id);
-    Ok(Json(super::runs::load_run(&state, &record.id).await?))
+    Ok(record)
 }
 
 /// Drops a tracked or destroy run's plan: UNCONFIRMED → DISCARDED; the state is untouched.
@@ -415,9 +431,15 @@ pub async fn discard_run(
     State(state): State<AppState>,
     Path(run): Path<String>,
 ) -> ApiResult<Json<Run>> {
-    let record = state.store.discard_run(&run, now_ms()).await?;
-    crate::metrics::run_ended(&state, &record);
+    let record = discard(&state, &run).await?;
+    Ok(Json(super::runs::load_run(&state, &record.id).await?))
+}
+
+/// UNCONFIRMED → DISCARDED (the API's and the web UI's).
+pub(crate) async fn discard(state: &AppState, run: &str) -> ApiResult<RunRecord> {
+    let record = state.store.discard_run(run, now_ms()).await?;
+    crate::metrics::run_ended(state, &record);
     state.signals.run_ended(&record.id);
     state.signals.run_ready(&record.pool_id);
-    Ok(Json(super::runs::load_run(&state, &record.id).await?))
+    Ok(record)
 }

@@ -145,6 +145,18 @@ async fn give_up_lost_run(state: &AppState, stack: &StackRecord, end_it: bool) -
     Ok(())
 }
 
+/// A user's force-unlock (the API's and the web UI's): see [`give_up_lost_run`].
+pub(crate) async fn force_unlock(
+    state: &AppState,
+    stack: &StackRecord,
+    end_lost_run: bool,
+) -> ApiResult<()> {
+    give_up_lost_run(state, stack, end_lost_run).await?;
+    state.store.unlock_state(&stack.id, "", true).await?;
+    tracing::info!(stack = %stack.name, "state force-unlocked by a user");
+    Ok(())
+}
+
 fn lock_id(info: &[u8]) -> ApiResult<String> {
     let value: serde_json::Value = serde_json::from_slice(info)
         .map_err(|e| ApiError::invalid("body", format!("the lock info is not JSON: {e}")))?;

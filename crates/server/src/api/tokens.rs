@@ -25,7 +25,19 @@ pub async fn create_token(
     State(state): State<AppState>,
     Json(request): Json<CreateApiToken>,
 ) -> ApiResult<(StatusCode, Json<ApiTokenCreated>)> {
-    let name = request.name.trim();
+    let (secret, record) = create(&state, &request.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiTokenCreated {
+            token: secret,
+            token_info: token(&record),
+        }),
+    ))
+}
+
+/// Creates a token (the API's and the web UI's): its secret, shown once, and its record.
+pub(crate) async fn create(state: &AppState, name: &str) -> ApiResult<(String, ApiTokenRecord)> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::invalid(
             "name",
@@ -38,13 +50,7 @@ pub async fn create_token(
         .insert_api_token(name, &hash_secret(&secret), now_ms())
         .await?;
     tracing::info!(token_id = %record.id, name, "API token created");
-    Ok((
-        StatusCode::CREATED,
-        Json(ApiTokenCreated {
-            token: secret,
-            token_info: token(&record),
-        }),
-    ))
+    Ok((secret, record))
 }
 
 #[utoipa::path(get, path = "/tokens", tag = "tokens", responses((status = 200, body = Vec<ApiToken>)))]
@@ -71,7 +77,13 @@ pub async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.store.revoke_api_token(&id, now_ms()).await?;
-    tracing::info!(token_id = %id, "API token revoked");
+    revoke(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a token (the API's and the web UI's); its UI sessions end with it.
+pub(crate) async fn revoke(state: &AppState, id: &str) -> ApiResult<()> {
+    state.store.revoke_api_token(id, now_ms()).await?;
+    tracing::info!(token_id = %id, "API token revoked");
+    Ok(())
 }

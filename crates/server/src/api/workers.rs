@@ -1,4 +1,5 @@
 use axum::extract::State;
+use gantry_store::WorkerRecord;
 use gantry_wire::pool::Worker;
 use serde::Deserialize;
 
@@ -16,7 +17,7 @@ pub struct WorkerQuery {
     all: bool,
 }
 
-fn lease_ms(state: &AppState) -> i64 {
+pub(crate) fn lease_ms(state: &AppState) -> i64 {
     state.config.lease_timeout.as_millis() as i64
 }
 
@@ -61,18 +62,19 @@ pub async fn show_worker(
     Ok(Json(convert::worker(&record, now_ms(), lease_ms(&state))))
 }
 
+/// Drains or undrains a worker (the API's and the web UI's).
 pub(crate) async fn set_drain(
     state: &AppState,
     worker: &str,
     drain: bool,
-) -> ApiResult<Json<Worker>> {
+) -> ApiResult<WorkerRecord> {
     let record = state.store.set_worker_drain(worker, drain).await?;
     state.signals.instruct_worker(&record.id);
     // An undrained worker may take queued work at once.
     if !drain {
         state.signals.run_ready(&record.pool_id);
     }
-    Ok(Json(convert::worker(&record, now_ms(), lease_ms(state))))
+    Ok(record)
 }
 
 /// The worker takes no new runs; the ones in flight finish.
@@ -83,7 +85,8 @@ pub async fn drain_worker(
     State(state): State<AppState>,
     Path(worker): Path<String>,
 ) -> ApiResult<Json<Worker>> {
-    set_drain(&state, &worker, true).await
+    let record = set_drain(&state, &worker, true).await?;
+    Ok(Json(convert::worker(&record, now_ms(), lease_ms(&state))))
 }
 
 #[utoipa::path(post, path = "/workers/{worker}/undrain", tag = "workers", params(("worker" = String, Path)),
@@ -93,5 +96,6 @@ pub async fn undrain_worker(
     State(state): State<AppState>,
     Path(worker): Path<String>,
 ) -> ApiResult<Json<Worker>> {
-    set_drain(&state, &worker, false).await
+    let record = set_drain(&state, &worker, false).await?;
+    Ok(Json(convert::worker(&record, now_ms(), lease_ms(&state))))
 }

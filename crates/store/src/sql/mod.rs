@@ -16,6 +16,7 @@
 //!   wait on each other and never take the same run.
 
 mod at_rest;
+mod browse;
 pub mod copy;
 mod demand;
 mod lock;
