@@ -147,13 +147,16 @@ def nearest_rank(values: list[float], p: float) -> float:
 class Api:
     def __init__(self, base: str):
         self.base = base
+        self.retried = 0  # answers 429/502/503, from threads too (an estimate then)
 
     def call(self, method: str, path: str, body=None, timeout: float = 30):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
-        # Retried as Prefect's own client does: a busy SQLite answers 503.
-        for pause in (0.5, 1, 2, 4, 8, None):
+        # Retried as Prefect's own client does (with more patience): its
+        # server answers 503 while SQLite is locked by another writer, which
+        # the burst's concurrent creations provoke on a busy machine.
+        for pause in (0.5, 1, 2, 4, 8, 15, 30, None):
             try:
                 with HTTP.open(request, timeout=timeout) as response:
                     return json.loads(response.read() or b"null")
@@ -161,7 +164,8 @@ class Api:
                 if error.code not in (429, 502, 503) or pause is None:
                     detail = error.read()[:500].decode(errors="replace")
                     raise RuntimeError(f"{method} {path}: HTTP {error.code}: {detail}") from None
-            time.sleep(pause)
+            self.retried += 1
+            time.sleep(pause + random.uniform(0, pause / 2))
 
     def create_run(self, deployment: str) -> str:
         return self.call("POST", f"/deployments/{deployment}/create_flow_run", {})["id"]
@@ -259,6 +263,8 @@ def measure(api: Api, args, query_seconds: float, env: dict[str, str], work: Pat
     time.sleep(args.settle)
     figures["idle_worker_rss_after_kb"] = statistics.median(tree_rss_kb(w.pid) for w in workers)
     figures["failed_runs"] = failed
+    figures["busy_answers"] = api.retried
+    api.retried = 0
     for worker in workers:
         stop(worker)
     return figures

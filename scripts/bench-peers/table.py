@@ -27,6 +27,7 @@ ROWS = [
     ("idle worker RSS, median, after the runs", "idle_worker_rss_after_kb", "kB"),
     ("control plane RSS, after the runs", "server_rss_kb", "kB"),
     ("runs that did not succeed", "failed_runs", "count"),
+    ("API answers 'busy, retry' (429/502/503)", "busy_answers", "count"),
 ]
 
 NOTES = """\

@@ -91,7 +91,11 @@ pub fn tree_rss_kb(pid: u32) -> Result<u64> {
     // Parent of every process, from /proc/<pid>/stat (field 4, after the ')').
     let mut parents = Vec::new();
     for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
@@ -109,7 +113,12 @@ pub fn tree_rss_kb(pid: u32) -> Result<u64> {
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
-        tree.extend(parents.iter().filter(|(_, p)| *p == parent).map(|(c, _)| *c));
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
         i += 1;
     }
     let mut total = proc_status(pid)?.rss_kb;

@@ -54,7 +54,12 @@ fn median_rss_kb(launchers: &[Proc]) -> Result<f64> {
 }
 
 /// Waits until every run in `ids` has ended, polling the pool's run list.
-async fn wait_all_ended(api: &Api, pool: &Pool, ids: &[String], limit: Duration) -> Result<Vec<Run>> {
+async fn wait_all_ended(
+    api: &Api,
+    pool: &Pool,
+    ids: &[String],
+    limit: Duration,
+) -> Result<Vec<Run>> {
     let wanted: HashSet<&String> = ids.iter().collect();
     let deadline = Instant::now() + limit;
     loop {
@@ -83,12 +88,24 @@ pub async fn peer(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
     let dir = ctx.temp_dir("peer")?;
     let server = Server::start(ctx, dir.path(), "30s").await?;
     let pool = server.pool(ctx, "peer").await?;
-    let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, workers, LauncherOpts::default())?;
-    wait_idle(&server.api, &pool, &mut launchers, workers, Duration::from_secs(60)).await?;
+    let mut launchers =
+        spawn_launchers(ctx, dir.path(), &pool, 0, workers, LauncherOpts::default())?;
+    wait_idle(
+        &server.api,
+        &pool,
+        &mut launchers,
+        workers,
+        Duration::from_secs(60),
+    )
+    .await?;
     tokio::time::sleep(o.rss_settle).await;
 
     let fresh = median_rss_kb(&launchers)?;
-    report.info(B, &format!("idle worker RSS, median of {workers}, fresh"), mb(fresh as u64));
+    report.info(
+        B,
+        &format!("idle worker RSS, median of {workers}, fresh"),
+        mb(fresh as u64),
+    );
     report.figure("idle_worker_rss_kb", fresh);
 
     // Pickup latency: one run at a time on an idle pool. A random pause before
@@ -131,9 +148,16 @@ pub async fn peer(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
     let n = o.peer_burst;
     let ids = submit_many(&server.api, &pool.id, TRIVIAL, n, 8).await?;
     let runs = wait_all_ended(&server.api, &pool, &ids, Duration::from_secs(300)).await?;
-    failed += runs.iter().filter(|r| r.state != RunState::Finished).count();
-    let first = runs.iter().filter_map(inserted).fold(f64::INFINITY, f64::min);
-    let last = |at: &dyn Fn(&Run) -> Option<f64>| runs.iter().filter_map(at).fold(first, f64::max) - first;
+    failed += runs
+        .iter()
+        .filter(|r| r.state != RunState::Finished)
+        .count();
+    let first = runs
+        .iter()
+        .filter_map(inserted)
+        .fold(f64::INFINITY, f64::min);
+    let last =
+        |at: &dyn Fn(&Run) -> Option<f64>| runs.iter().filter_map(at).fold(first, f64::max) - first;
     let picked_up = last(&|r| entered(r, RunState::Preparing));
     let started = last(&|r| entered(r, RunState::Applying));
     let all_done = last(&ended);
@@ -143,7 +167,11 @@ pub async fn peer(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
         ("all started", "burst_started_ms", started),
         ("all ended", "burst_done_ms", all_done),
     ] {
-        report.info(B, &format!("{n} runs on {workers} workers: {name}"), ms(value));
+        report.info(
+            B,
+            &format!("{n} runs on {workers} workers: {name}"),
+            ms(value),
+        );
         report.figure(key, value);
     }
     report.info(B, "  workers used", format!("{} of {workers}", used.len()));
@@ -152,12 +180,18 @@ pub async fn peer(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
 
     tokio::time::sleep(o.rss_settle).await;
     let after = median_rss_kb(&launchers)?;
-    report.info(B, "idle worker RSS, median, after the runs", mb(after as u64));
+    report.info(
+        B,
+        "idle worker RSS, median, after the runs",
+        mb(after as u64),
+    );
     report.figure("idle_worker_rss_after_kb", after);
     let server_rss = tree_rss_kb(server.proc.pid())?;
     report.info(B, "control plane RSS, after the runs", mb(server_rss));
     report.figure("server_rss_kb", server_rss as f64);
     report.figure("failed_runs", failed as f64);
+    // The bench's client retries nothing: any refused call fails the benchmark.
+    report.figure("busy_answers", 0.0);
     if failed > 0 {
         report.note(format!("{B}: {failed} runs did not end FINISHED"));
     }
