@@ -62,6 +62,7 @@ done
 # and prefect.py stop everything they started and remove their temporary
 # directories.
 child=
+# shellcheck disable=SC2317 # called by the trap below
 stop_child() {
     trap '' INT TERM HUP
     if [[ -n $child ]]; then
@@ -112,8 +113,12 @@ step ./target/release/gantry-bench --bin-dir ./target/release --only peer \
 
 load_prefect=$(load)
 echo "==> Prefect: $samples pickup samples, $burst runs on $workers workers, polling $query s (load $load_prefect)" >&2
+# A polling setting that failed is reported in the table; the exit status says so too.
+prefect_status=0
+rm -f "$OUT/prefect.json"
 step "$VENV/bin/python" scripts/bench-peers/prefect.py --out "$OUT/prefect.json" \
-    --samples "$samples" --burst "$burst" --workers "$workers" --query-seconds "$query"
+    --samples "$samples" --burst "$burst" --workers "$workers" --query-seconds "$query" || prefect_status=$?
+[[ -f $OUT/prefect.json ]] || exit "$prefect_status"
 
 step python3 scripts/bench-peers/table.py --gantry "$OUT/gantry.json" --prefect "$OUT/prefect.json" \
     --gantry-version "$(./target/release/gantry --version)" \
@@ -121,3 +126,4 @@ step python3 scripts/bench-peers/table.py --gantry "$OUT/gantry.json" --prefect 
     --note "command: ./scripts/bench-peers.sh --samples $samples --burst $burst --workers $workers --query-seconds $query" \
     > "$OUT/table.txt"
 cat "$OUT/table.txt"
+exit "$prefect_status"

@@ -108,8 +108,11 @@ def main() -> int:
             print("-" * (sum(widths) + 2 * (len(widths) - 1)))
     print(f"\n{NOTES}")
     print(f"- pickup samples: {gantry.get('samples', 0):.0f} on Gantry, "
-          + ", ".join(f"{s['figures']['samples']:.0f}" for s in prefect["settings"])
+          + ", ".join(f"{s['figures'].get('samples', 0):.0f}" for s in prefect["settings"])
           + f" on Prefect (Python {prefect['python']}).")
+    for setting in prefect["settings"]:
+        if setting.get("error"):
+            print(f"- Prefect, polling {setting['query_seconds']:g} s, failed: {setting['error']}")
     for note in args.note:
         print(f"- {note}")
     return 0
