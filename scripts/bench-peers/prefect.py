@@ -301,7 +301,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="prefect-bench-", dir=args.tmp_dir))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(work / "home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+    (work / "tmp").mkdir()
+    # TMPDIR: what Prefect's processes leave in temporary directories (a
+    # killed flow run's workspace files) goes with the work directory.
+    env.update(TMPDIR=str(work / "tmp"), PREFECT_HOME=str(work / "home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     api = Api(env["PREFECT_API_URL"])

@@ -38,9 +38,10 @@ How each figure is measured (the same way on both, from timestamps each system r
 - run started: creation to the run's command running (Gantry: APPLYING, the launcher started `true`;
   Prefect: RUNNING, the flow's engine process started the flow). Trivial run ended: creation to FINISHED
   / COMPLETED. The trivial run is `true` on Gantry and a flow that does nothing on Prefect.
-- burst: all runs created at once (8 connections), then from the first creation to the last claim, start
-  and end. Every worker runs one run at a time (a launcher's GANTRY_MAX_CONCURRENT_RUNS=1, a Prefect
-  worker's --limit 1).
+- burst: all runs created at once (Gantry over 8 connections; Prefect one after the other, as 8 concurrent
+  creations make its SQLite answer 503), then from the first creation to the last claim, start and end.
+  Every worker runs one run at a time (a launcher's GANTRY_MAX_CONCURRENT_RUNS=1, a Prefect worker's
+  --limit 1).
 - memory: resident set of each worker's process tree (Gantry: gantry-launcher; Prefect: `prefect worker
   start`), median over the workers, after 5 s idle; the control plane's likewise (`gantry server`;
   `prefect server start`, SQLite, UI off).
