@@ -5,7 +5,7 @@
 # bench-peers` runs it; it is not part of test-all. docs/benchmarks.md says
 # how each figure is measured and what it gave.
 #
-#   ./scripts/bench-peers.sh                   # everything (about 15 minutes after the build)
+#   ./scripts/bench-peers.sh                   # everything (about 20 minutes after the build)
 #   ./scripts/bench-peers.sh --quick           # a smoke run: 5 samples, a 12-run burst, polling 1 s only
 #   ./scripts/bench-peers.sh --samples 40      # more pickup samples
 #
