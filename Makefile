@@ -1,5 +1,5 @@
 # Developer chores. `make help` lists them.
-.PHONY: help demo test test-all deps lint bench release images fuzz
+.PHONY: help demo test test-all deps lint bench bench-peers release images fuzz
 
 help:
 	@echo "make demo      build, start a control plane on SQLite, a pool, a launcher, and take a Terraform stack from plan to apply"
@@ -8,6 +8,7 @@ help:
 	@echo "make deps      install the test dependencies only"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     benchmarks: dispatch latency, burst, throughput, idle launchers"
+	@echo "make bench-peers  Gantry beside Prefect (from PyPI, in a throwaway venv): pickup latency, a burst, idle worker memory"
 	@echo "make release   build dist/gantry-<version>-linux-x86_64.tar.gz"
 	@echo "make fuzz      replay fuzz/regressions, then fuzz each target for GANTRY_FUZZ_SECONDS (default 30)"
 
@@ -29,6 +30,10 @@ lint:
 
 bench:
 	./scripts/bench.sh
+
+# Not part of test-all: installs Prefect from PyPI into target/bench-peers/venv.
+bench-peers:
+	./scripts/bench-peers.sh
 
 release:
 	./scripts/release.sh

@@ -12,6 +12,8 @@
 //!   long-polls and heartbeats) held by one server: its memory and CPU;
 //! - ui: the web UI's server time per page with 1,000 runs, 100 workers
 //!   and a 100 MB log.
+//! - peer (only when named in `--only`): the figures `make bench-peers`
+//!   puts beside Prefect's, also as plain numbers in `--json`'s `figures`.
 //!
 //! Every benchmark runs in a fresh temporary directory with its own server;
 //! every child process dies with the bench. Figures go to stdout as a table.
@@ -53,6 +55,9 @@ enum Bench {
     Idle,
     /// The web UI's server time per page (1,000 runs, 100 workers, a 100 MB log).
     Ui,
+    /// What `make bench-peers` compares with Prefect: pickup latency, a burst
+    /// on a few launchers, idle launcher memory. Only run when named.
+    Peer,
 }
 
 const ALL: [Bench; 6] = [
@@ -115,6 +120,22 @@ struct Args {
     #[arg(long)]
     throughput_runs: Option<usize>,
 
+    /// peer: pickup latency samples (one run at a time).
+    #[arg(long, default_value_t = 20)]
+    peer_samples: usize,
+
+    /// peer: launchers, each running one run at a time.
+    #[arg(long, default_value_t = 4)]
+    peer_workers: usize,
+
+    /// peer: runs submitted at once.
+    #[arg(long, default_value_t = 40)]
+    peer_burst: usize,
+
+    /// peer: the longest random pause before each pickup sample.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    peer_jitter: Duration,
+
     /// Keep each benchmark's temporary directory (logs, database).
     #[arg(long)]
     keep_temp: bool,
@@ -164,12 +185,25 @@ impl Args {
                 .idle_window
                 .unwrap_or(Duration::from_secs(if q { 20 } else { 60 })),
             idle_registration_limit: Duration::from_secs(if q { 120 } else { 300 }),
+            peer_samples: self.peer_samples.max(1),
+            peer_workers: self.peer_workers.max(1),
+            peer_burst: self.peer_burst.max(1),
+            // gen_range needs a non-empty range.
+            peer_jitter: self.peer_jitter.max(Duration::from_millis(1)),
         }
     }
 
+    /// `ALL` in its order, or what `--only` names (which may add `peer`).
     fn selected(&self) -> Vec<Bench> {
-        ALL.into_iter()
-            .filter(|b| self.only.is_empty() || self.only.contains(b))
+        let named = ALL.into_iter().chain([Bench::Peer]);
+        named
+            .filter(|b| {
+                if self.only.is_empty() {
+                    ALL.contains(b)
+                } else {
+                    self.only.contains(b)
+                }
+            })
             .filter(|b| !self.skip.contains(b))
             .collect()
     }
@@ -293,6 +327,15 @@ async fn run(args: Args) -> ExitCode {
                 eprintln!("\n== web UI pages");
                 if let Err(e) = benches::ui_pages(&ctx, &opts, &mut report).await {
                     report.error("ui", &e);
+                }
+            }
+            Bench::Peer => {
+                eprintln!(
+                    "\n== peer figures: {} samples, {} runs on {} launchers",
+                    opts.peer_samples, opts.peer_burst, opts.peer_workers
+                );
+                if let Err(e) = benches::peer(&ctx, &opts, &mut report).await {
+                    report.error("peer", &e);
                 }
             }
             Bench::Idle => {

@@ -1,5 +1,7 @@
 //! The results table: each figure beside the brief's target.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,6 +48,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     pub errors: Vec<String>,
+    /// Plain numbers for other programs (`--json`): scripts/bench-peers
+    /// reads the peer benchmark's from here. Units are in the names.
+    pub figures: BTreeMap<String, f64>,
 }
 
 impl Report {
@@ -77,6 +82,10 @@ impl Report {
 
     pub fn info(&mut self, bench: &str, metric: &str, value: String) {
         self.add(bench, metric, value, "", Verdict::Info);
+    }
+
+    pub fn figure(&mut self, name: &str, value: f64) {
+        self.figures.insert(name.into(), value);
     }
 
     pub fn note(&mut self, text: String) {

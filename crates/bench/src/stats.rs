@@ -85,6 +85,50 @@ pub fn proc_status(pid: u32) -> Result<ProcStatus> {
     })
 }
 
+/// Resident memory of a process and all its descendants, in kB: a worker
+/// that keeps helper processes pays for them too.
+pub fn tree_rss_kb(pid: u32) -> Result<u64> {
+    // Parent of every process, from /proc/<pid>/stat (field 4, after the ')').
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(parent) = parent {
+            parents.push((child, parent));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    let mut total = proc_status(pid)?.rss_kb;
+    for child in &tree[1..] {
+        // A child may end meanwhile: it then holds no memory.
+        total += proc_status(*child).map(|s| s.rss_kb).unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// utime + stime of a process, in seconds. `pid` None is this process.
 pub fn cpu_seconds(pid: Option<u32>) -> Result<f64> {
     let path = match pid {

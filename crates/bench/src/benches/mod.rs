@@ -5,6 +5,7 @@
 mod burst;
 mod dispatch;
 mod idle;
+mod peer;
 mod rss;
 mod throughput;
 mod ui;
@@ -21,6 +22,7 @@ use crate::stats::Summary;
 pub use burst::burst;
 pub use dispatch::{dispatch_launchers, dispatch_protocol};
 pub use idle::idle_workers;
+pub use peer::peer;
 pub use rss::launcher_rss;
 pub use throughput::throughput;
 pub use ui::ui_pages;
@@ -41,6 +43,10 @@ pub struct Opts {
     pub idle_settle: Duration,
     pub idle_window: Duration,
     pub idle_registration_limit: Duration,
+    pub peer_samples: usize,
+    pub peer_workers: usize,
+    pub peer_burst: usize,
+    pub peer_jitter: Duration,
 }
 
 fn p50_p99(s: &Summary) -> String {

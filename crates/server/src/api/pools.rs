@@ -180,7 +180,7 @@ pub(crate) async fn reset(
     for run_id in &reset.discarded {
         state.signals.run_ended(run_id);
     }
-    crate::metrics::runs_ended_by_id(&state, &reset.discarded);
+    crate::metrics::runs_ended_by_id(state, &reset.discarded);
     if !reset.discarded.is_empty() {
         state.signals.run_ready(&reset.pool.id);
     }

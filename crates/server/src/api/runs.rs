@@ -145,7 +145,7 @@ pub async fn stop_run(
 pub(crate) async fn stop(state: &AppState, run: &str) -> ApiResult<RunRecord> {
     let record = state.store.request_stop(run, now_ms()).await?;
     if record.state.is_terminal() {
-        crate::metrics::run_ended(&state, &record);
+        crate::metrics::run_ended(state, &record);
         state.signals.run_ended(&record.id);
     } else if let Some(worker_id) = &record.worker_id {
         state.signals.instruct_worker(worker_id);

@@ -1,0 +1,8 @@
+"""The trivial run on Prefect: a flow that does nothing, Gantry's `true`."""
+
+from prefect import flow
+
+
+@flow
+def noop() -> None:
+    pass
