@@ -81,9 +81,15 @@ export GANTRY_TEST_POSTGRES_URL
 if [ "${GANTRY_TEST_RUNNER:-}" != cargo ] && cargo nextest --version >/dev/null 2>&1; then
     cargo_tests=(cargo nextest run --workspace "${features[@]}" --no-fail-fast --run-ignored all
         --test-threads "${GANTRY_TEST_THREADS:-$(nproc)}")
-    # What depends on the engine: the store's tests and the end-to-end suite
-    # (but the replica suite, which is PostgreSQL's anyway).
-    postgres_tests=("${cargo_tests[@]}" -E 'package(gantry-store) | (package(gantry) & !binary(replicas))')
+    # What depends on the engine: the store's tests and the end-to-end
+    # suite, but what the engine cannot change (containers and images, the
+    # launcher's TLS, proxies and links, the browser, the demo's own
+    # SQLite server), the load test (restarts on PostgreSQL are the replica
+    # suite's), and the replica suite itself, which is PostgreSQL's anyway.
+    postgres_tests=("${cargo_tests[@]}" -E 'package(gantry-store) | (package(gantry)
+        & !binary(replicas) & !binary(/^docker_/) & !binary(stacks_docker) & !binary(launcher_tls)
+        & !binary(launcher_start) & !binary(proxy) & !binary(ui) & !binary(demo)
+        & !binary(faults_partition) & !binary(faults_load))')
 else
     cargo_tests=(cargo test --workspace "${features[@]}" --no-fail-fast -- --include-ignored)
     postgres_tests=(cargo test -p gantry-store -p gantry "${features[@]}" --no-fail-fast -- --include-ignored)
