@@ -354,6 +354,7 @@ async fn run(args: Args) -> ExitCode {
         );
         loads.push((bench, load_before, load_after, at.elapsed().as_secs_f64()));
     }
+    report.pass.clear();
     for (bench, before, after, secs) in loads {
         let name = bench
             .to_possible_value()
