@@ -80,6 +80,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane.
+    #[command(long_about = commands::server::LONG_ABOUT)]
     Server(commands::server::ServerArgs),
     /// Worker pools: keys, tokens, reset, cycle.
     #[command(subcommand)]

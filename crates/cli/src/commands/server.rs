@@ -9,10 +9,9 @@ use gantry_server::{AutoscaleTarget, ServerConfig};
 
 use crate::{exit, Failure};
 
-/// Run the control plane: the API, dispatch, leases, logs, on SQLite or PostgreSQL.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Run the control plane: the API, dispatch, leases, logs.\n\n\
+/// `gantry server --help`: on the command's variant, whose doc comment
+/// would otherwise hide it.
+pub const LONG_ABOUT: &str = "Run the control plane: the API, dispatch, leases, logs.\n\n\
 At first start it creates its SQLite database in --data-dir and an admin API token: the value of\n\
 GANTRY_ADMIN_TOKEN if set, else a generated one printed once. Only its hash is stored.\n\n\
 With --database-url postgres://..., several replicas behind a load balancer share one\n\
@@ -23,8 +22,10 @@ Terraform state and secret variables are encrypted at rest under the secrets key
 in GANTRY_SECRETS_KEY (comma-separated base64), else --secrets-key-file, else\n\
 <data-dir>/secrets.key (generated at first start; back it up apart from the database).\n\
 The first key encrypts, the others only decrypt: see `gantry secrets-key rotate --help`.\n\n\
-Stops gracefully on SIGTERM or Ctrl-C."
-)]
+Stops gracefully on SIGTERM or Ctrl-C.";
+
+/// Run the control plane: the API, dispatch, leases, logs, on SQLite or PostgreSQL.
+#[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, env = "GANTRY_LISTEN", default_value = "127.0.0.1:8080")]
