@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::Request;
 use gantry_pki::at_rest::SecretsKeyring;
 use gantry_server::{AppState, ServerConfig};
-use gantry_store::sqlite::SqliteStore;
+use gantry_store::SqlStore;
 use gantry_store::{NewPool, NewRun, NewSession, NewWorker, PoolKey, StackRecord, Store};
 use gantry_wire::run::{RunState, RunType};
 use libfuzzer_sys::fuzz_target;
@@ -50,7 +50,7 @@ fn fixture() -> &'static Fixture {
         let (router, task, apply) = runtime.block_on(async {
             let keyring = SecretsKeyring::parse(&SecretsKeyring::generate_key()).unwrap();
             let store: Arc<dyn Store> =
-                Arc::new(SqliteStore::open(dir.path(), keyring).await.unwrap());
+                Arc::new(SqlStore::open_sqlite(dir.path(), keyring).await.unwrap());
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
