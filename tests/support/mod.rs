@@ -160,39 +160,14 @@ impl Server {
     }
 
     pub fn start_with(lease_timeout: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let postgres = PostgresDatabase::for_engine();
-        let mut server = Server::spawn(
-            "127.0.0.1",
-            &data_dir,
-            free_port(),
-            lease_timeout,
-            &[],
-            postgres.as_ref(),
-            None,
-        );
-        server._dir = Some(dir);
-        server
+        Server::start_with_args(lease_timeout, &[])
     }
 
     /// A server listening on `host` (e.g. the host end of a [`netns::Netns`]
     /// pair, which both the test and a launcher in the namespace reach).
     pub fn start_on(host: &str, lease_timeout: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
         let postgres = PostgresDatabase::for_engine();
-        let mut server = Server::spawn(
-            host,
-            &data_dir,
-            free_port(),
-            lease_timeout,
-            &[],
-            postgres.as_ref(),
-            None,
-        );
-        server._dir = Some(dir);
-        server
+        Server::spawn_in_temp_dir(host, lease_timeout, &[], postgres.as_ref(), None)
     }
 
     /// A server with extra flags (e.g. `--tls-cert`).
@@ -202,30 +177,14 @@ impl Server {
 
     /// A server with this lease timeout and extra flags.
     pub fn start_with_args(lease_timeout: &str, args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
         let postgres = PostgresDatabase::for_engine();
-        let mut server = Server::spawn(
-            "127.0.0.1",
-            &data_dir,
-            free_port(),
-            lease_timeout,
-            args,
-            postgres.as_ref(),
-            None,
-        );
-        server._dir = Some(dir);
-        server
+        Server::spawn_in_temp_dir("127.0.0.1", lease_timeout, args, postgres.as_ref(), None)
     }
 
     /// A server on SQLite whatever the engine switch says: for what only
     /// SQLite has (the data directory's generated keyring, the file itself).
     pub fn start_sqlite_args(args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let mut server = Server::spawn("127.0.0.1", &data_dir, free_port(), "3s", args, None, None);
-        server._dir = Some(dir);
-        server
+        Server::spawn_in_temp_dir("127.0.0.1", "3s", args, None, None)
     }
 
     /// A replica on `postgres`'s database running inside `netns`, listening
@@ -236,19 +195,13 @@ impl Server {
         lease_timeout: &str,
         args: &[&str],
     ) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let mut server = Server::spawn(
+        Server::spawn_in_temp_dir(
             &netns.ns_ip,
-            &data_dir,
-            free_port(),
             lease_timeout,
             args,
             Some(postgres),
             Some(&netns.name),
-        );
-        server._dir = Some(dir);
-        server
+        )
     }
 
     /// A replica on `postgres`'s database (several may share one).
@@ -257,16 +210,28 @@ impl Server {
         lease_timeout: &str,
         args: &[&str],
     ) -> Server {
+        Server::spawn_in_temp_dir("127.0.0.1", lease_timeout, args, Some(postgres), None)
+    }
+
+    /// A server on a free port with its data directory in a new temporary
+    /// directory, removed with the server.
+    fn spawn_in_temp_dir(
+        host: &str,
+        lease_timeout: &str,
+        args: &[&str],
+        postgres: Option<&PostgresDatabase>,
+        netns: Option<&str>,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let mut server = Server::spawn(
-            "127.0.0.1",
+            host,
             &data_dir,
             free_port(),
             lease_timeout,
             args,
-            Some(postgres),
-            None,
+            postgres,
+            netns,
         );
         server._dir = Some(dir);
         server
