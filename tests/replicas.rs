@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    free_port, gantry_bin, require_tool, wait_for, Launcher, PostgresDatabase, Proc, Server,
-    ADMIN_TOKEN,
+    free_port, gantry_bin, register_raw, require_tool, wait_for, Launcher, PostgresDatabase, Proc,
+    Server, ADMIN_TOKEN,
 };
 
 const LEASE: &str = "3s";
@@ -406,6 +406,72 @@ fn news_on_one_replica_wakes_waiters_on_another() {
         "following on A ended {:?} after the submission: it was not woken by B's chunks",
         started.elapsed()
     );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
+fn a_session_changed_through_one_replica_is_seen_by_another_at_once() {
+    if !require_tool(&gantry_test_postgres::bin("initdb").to_string_lossy()) {
+        return;
+    }
+    // B keeps the sessions it looked up for up to 30 s (session_cache.rs):
+    // a drain or a reset made through A must reach it far sooner.
+    let database = PostgresDatabase::new();
+    let a = Server::start_replica(&database, LEASE, &[]);
+    let b = Server::start_replica(&database, LEASE, &[]);
+    let pool = b.create_pool("p");
+    let session = register_raw(&b, &pool, "session-cache-nonce-0001");
+    let heartbeat = || -> (u16, Value) {
+        let response = b
+            .http()
+            .post(format!("{}/api/v1/worker/heartbeat", b.url))
+            .bearer_auth(&session)
+            .json(&serde_json::json!({ "runs": [] }))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.json().unwrap())
+    };
+    for _ in 0..3 {
+        let (status, body) = heartbeat();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["instructions"]["drain"], false, "{body}");
+    }
+    let workers = a.cli_json(&["worker", "list", "--pool", "p"]);
+    let worker = workers[0]["id"].as_str().unwrap().to_string();
+
+    let drained = a.cli(&["worker", "drain", &worker]);
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    let started = std::time::Instant::now();
+    wait_for("B to see the drain", Duration::from_secs(5), || {
+        (heartbeat().1["instructions"]["drain"] == true).then_some(())
+    });
+    eprintln!("drain seen across replicas in {:?}", started.elapsed());
+
+    let generated = gantry_pki::generate(2048, "p").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csr = dir.path().join("p.csr");
+    std::fs::write(&csr, &generated.csr_pem).unwrap();
+    let reset = a.cli(&["pool", "reset", "p", "--csr", csr.to_str().unwrap()]);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let started = std::time::Instant::now();
+    let refused = wait_for(
+        "B to refuse the old session",
+        Duration::from_secs(5),
+        || {
+            let (status, body) = heartbeat();
+            (status == 401).then_some(body)
+        },
+    );
+    eprintln!("reset seen across replicas in {:?}", started.elapsed());
+    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
 }
 
 #[test]

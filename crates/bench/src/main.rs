@@ -10,6 +10,9 @@
 //! - rss: an idle launcher's resident memory;
 //! - idle: 1,000 and 10,000 simulated workers (real registrations, real
 //!   long-polls and heartbeats) held by one server: its memory and CPU;
+//! - logs: one run printing 100 MiB through a real launcher: stored MB/s,
+//!   and the lag of `gantry run logs -f` (on another replica, with
+//!   replicas) behind the printing;
 //! - ui: the web UI's server time per page with 1,000 runs, 100 workers
 //!   and a 100 MB log.
 //! - peer (only when named in `--only`): the figures `make bench-peers`
@@ -53,6 +56,8 @@ enum Bench {
     Rss,
     /// The server's cost of N idle simulated workers.
     Idle,
+    /// One run printing 100 MiB: stored MB/s, and a follower's lag.
+    Logs,
     /// The web UI's server time per page (1,000 runs, 100 workers, a 100 MB log).
     Ui,
     /// What `make bench-peers` compares with Prefect: pickup latency, a burst
@@ -60,12 +65,13 @@ enum Bench {
     Peer,
 }
 
-const ALL: [Bench; 6] = [
+const ALL: [Bench; 7] = [
     Bench::Rss,
     Bench::Dispatch,
     Bench::Burst,
     Bench::Throughput,
     Bench::Idle,
+    Bench::Logs,
     Bench::Ui,
 ];
 
@@ -160,6 +166,19 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+
+    /// logs: how much the run prints. Default 100 MiB (quick: 20 MiB).
+    #[arg(long, value_name = "BYTES")]
+    log_bytes: Option<u64>,
+
+    /// Internal: print BYTES of numbered, time-stamped lines and exit (the
+    /// command of the `logs` benchmark's runs).
+    #[arg(long, hide = true, value_name = "BYTES")]
+    emit_log: Option<u64>,
+
+    /// Internal: with --emit-log, print at this many bytes per second.
+    #[arg(long, hide = true, value_name = "BYTES_PER_S", requires = "emit_log")]
+    emit_rate: Option<f64>,
 }
 
 impl Args {
@@ -174,6 +193,10 @@ impl Args {
             throughput_runs: self.throughput_runs.unwrap_or(if q { 80 } else { 400 }),
             throughput_cap: Duration::from_secs(if q { 40 } else { 120 }),
             raw_spawns: if q { 300 } else { 2000 },
+            log_bytes: self
+                .log_bytes
+                .unwrap_or((if q { 20 } else { 100 }) << 20)
+                .max(100),
             rss_settle: Duration::from_secs(if q { 2 } else { 5 }),
             idle_workers: if self.idle_workers.is_empty() {
                 vec![1000, 10_000]
@@ -211,6 +234,15 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(bytes) = args.emit_log {
+        return match benches::emit_log(bytes, args.emit_rate) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("gantry-bench --emit-log: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -321,6 +353,12 @@ async fn run(args: Args) -> ExitCode {
                 eprintln!("\n== throughput");
                 if let Err(e) = benches::throughput(&ctx, &opts, &mut report).await {
                     report.error("throughput", &e);
+                }
+            }
+            Bench::Logs => {
+                eprintln!("\n== one run printing {} bytes of log", opts.log_bytes);
+                if let Err(e) = benches::log_stream(&ctx, &opts, &mut report).await {
+                    report.error("logs", &e);
                 }
             }
             Bench::Ui => {

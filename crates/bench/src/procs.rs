@@ -117,13 +117,33 @@ impl Proc {
     /// the death signal fires when the spawning thread ends, and tokio's
     /// blocking-pool threads end when idle.
     pub fn spawn(mut command: Command, name: impl Into<String>, log: &Path) -> Result<Proc> {
-        let name = name.into();
         let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let err = out.try_clone()?;
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
+        command.stdout(Stdio::from(out.try_clone()?));
+        Proc::spawn_with_stdout(command, name, log, out)
+    }
+
+    /// As [`Proc::spawn`], with stdout a pipe for the caller to read
+    /// (stderr still goes to `log`).
+    pub fn spawn_piped(
+        mut command: Command,
+        name: impl Into<String>,
+        log: &Path,
+    ) -> Result<(Proc, std::process::ChildStdout)> {
+        let err = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        command.stdout(Stdio::piped());
+        let mut proc = Proc::spawn_with_stdout(command, name, log, err)?;
+        let stdout = proc.child.stdout.take().context("the child's stdout")?;
+        Ok((proc, stdout))
+    }
+
+    fn spawn_with_stdout(
+        mut command: Command,
+        name: impl Into<String>,
+        log: &Path,
+        err: File,
+    ) -> Result<Proc> {
+        let name = name.into();
+        command.stdin(Stdio::null()).stderr(Stdio::from(err));
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             command.pre_exec(|| {

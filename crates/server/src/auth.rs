@@ -128,8 +128,17 @@ impl FromRequestParts<AppState> for WorkerSession {
             return Err(ApiError::unauthorized("missing worker session token"));
         };
         let token_hash = hash_secret(token);
-        match state.store.find_session(&token_hash, now_ms()).await? {
-            Some(record) => Ok(WorkerSession { record, token_hash }),
+        let now = now_ms();
+        let sessions = &state.signals.sessions;
+        if let Some(record) = sessions.get(&token_hash, now) {
+            return Ok(WorkerSession { record, token_hash });
+        }
+        let ticket = sessions.ticket();
+        match state.store.find_session(&token_hash, now).await? {
+            Some(record) => {
+                sessions.remember(ticket, &token_hash, &record);
+                Ok(WorkerSession { record, token_hash })
+            }
             None => Err(ApiError::unauthorized(
                 "the worker session is not valid: it expired, the worker was deregistered, or the pool was reset; register again",
             )),

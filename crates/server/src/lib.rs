@@ -20,11 +20,13 @@ mod duties;
 mod error;
 mod extract;
 mod limiter;
+mod liveness;
 pub mod metrics;
 pub mod openapi;
 pub mod protocol;
 mod reaper;
 pub mod secrets_key;
+mod session_cache;
 mod signals;
 mod state;
 pub mod tls;
@@ -86,6 +88,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         signals::relay_between_replicas(&state.signals, &url).await?;
     }
     tokio::spawn(duties::run(state.clone()));
+    tokio::spawn(liveness::run(state.clone()));
     spawn_autoscalers(&state).await?;
     if let Some(listener) = metrics_listener {
         tracing::info!(listen = %listener.local_addr()?, "serving /metrics without authentication");

@@ -9,10 +9,16 @@
 //! about the worker. So at start-up, and whenever a tick comes late (the
 //! process was stopped, the machine suspended, the clock jumped), every
 //! lease first gets one full lease period to be renewed.
+//!
+//! It also clears out what expired (registration nonces, worker sessions)
+//! once a minute, so no request pays for that.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::state::{now_ms, AppState};
+
+/// How often what expired is deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(state: AppState) {
     // Check often enough that a run fails within ~5% of the lease timeout.
@@ -22,8 +28,17 @@ pub async fn run(state: AppState) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pause = PauseDetector::new(period);
     grace(&state, "the control plane started").await;
+    let mut purged_at: Option<Instant> = None;
     loop {
         ticker.tick().await;
+        if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+            purged_at = Some(Instant::now());
+            match state.store.purge_expired(now_ms()).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "expired nonces and sessions deleted"),
+                Err(error) => tracing::warn!(%error, "cannot delete expired nonces and sessions"),
+            }
+        }
         if let Some(gap) = pause.check() {
             grace(
                 &state,

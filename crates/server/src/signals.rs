@@ -6,6 +6,9 @@
 //! waking, and every wait also ends on a timeout, so a lost signal costs
 //! latency, never correctness.
 //!
+//! The worker signals also keep each replica's copy of worker sessions
+//! fresh (`session_cache`): whatever changes a session instructs its worker.
+//!
 //! Replicas on one PostgreSQL database relay them to each other
 //! ([`relay_between_replicas`]): each signal is also published with
 //! NOTIFY, and each replica applies what the others publish to its own
@@ -18,6 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::session_cache::SessionCache;
+
 #[derive(Default)]
 pub struct Signals {
     pools: Keyed,
@@ -25,6 +30,9 @@ pub struct Signals {
     runs: Keyed,
     /// Set on PostgreSQL: where signals go to reach the other replicas.
     relay: OnceLock<Relay>,
+    /// Kept fresh by the worker signals, which announce every change to a
+    /// worker's session (see `session_cache`).
+    pub sessions: SessionCache,
 }
 
 struct Relay {
@@ -125,6 +133,7 @@ impl Signals {
     }
 
     fn wake_worker(&self, worker_id: &str) {
+        self.sessions.forget_worker(worker_id);
         if let Some(notify) = self.workers.existing(worker_id) {
             notify.notify_waiters();
         }
@@ -136,7 +145,9 @@ impl Signals {
         }
     }
 
-    pub fn forget_worker(&self, worker_id: &str) {
+    /// The worker left: its sessions end here and on the other replicas.
+    pub fn worker_gone(&self, worker_id: &str) {
+        self.instruct_worker(worker_id);
         self.workers.remove(worker_id);
     }
 
@@ -199,6 +210,7 @@ impl Signals {
     }
 
     fn wake_everyone(&self) {
+        self.sessions.clear();
         self.pools.wake_all();
         self.workers.wake_all();
         self.runs.wake_all();

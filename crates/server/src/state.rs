@@ -16,6 +16,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether this process does the singleton duties now (see `duties`).
     pub holds_duties: Arc<std::sync::atomic::AtomicBool>,
+    /// Workers heard from since `last_seen` was last written (`liveness`).
+    pub liveness: Arc<crate::liveness::WorkerLiveness>,
     /// The web UI's session cookie keys (from the secrets keyring in `serve`).
     pub ui_keys: Arc<crate::ui::SessionKeys>,
 }
@@ -29,6 +31,7 @@ impl AppState {
             limiter: Arc::default(),
             metrics: Arc::default(),
             holds_duties: Arc::default(),
+            liveness: Arc::default(),
             ui_keys: Arc::new(crate::ui::SessionKeys::random()),
         }
     }

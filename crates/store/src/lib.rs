@@ -127,8 +127,13 @@ pub trait PoolStore: Send + Sync + 'static {
 
 #[async_trait]
 pub trait WorkerStore: Send + Sync + 'static {
-    /// Records a registration nonce; false if it was already used.
-    async fn use_nonce(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool>;
+    /// Records a registration nonce; false if it was already used. (A nonce
+    /// is kept until `expires_at`, after which its registration's timestamp
+    /// is refused anyway.)
+    async fn use_nonce(&self, nonce: &str, expires_at: i64) -> Result<bool>;
+    /// Deletes registration nonces and worker sessions past their expiry;
+    /// returns how many rows went. A clean-up duty, not a registration's.
+    async fn purge_expired(&self, now: i64) -> Result<u64>;
     async fn register_worker(
         &self,
         worker: &NewWorker,
@@ -148,7 +153,8 @@ pub trait WorkerStore: Send + Sync + 'static {
     /// The live session for a token hash: unexpired, of a worker still
     /// registered, made under the pool's current generation.
     async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<SessionRecord>>;
-    async fn touch_worker(&self, worker_id: &str, now: i64) -> Result<()>;
+    /// Records that these workers were heard from at `now`, in one write.
+    async fn touch_workers(&self, worker_ids: &[String], now: i64) -> Result<()>;
     async fn set_worker_drain(&self, worker_id: &str, drain: bool) -> Result<WorkerRecord>;
     async fn deregister_worker(&self, worker_id: &str, now: i64) -> Result<()>;
     async fn find_worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>>;

@@ -54,7 +54,7 @@ async fn seed(store: &SqlStore) -> Seeded {
     store.revoke_api_token(&old.id, 3).await.unwrap();
 
     let pool = common::pool(store, "pool-a", common::key("fp-a")).await;
-    assert!(store.use_nonce("nonce-1", 1_000_000, 4).await.unwrap());
+    assert!(store.use_nonce("nonce-1", 1_000_000).await.unwrap());
     let worker = store
         .register_worker(
             &NewWorker {

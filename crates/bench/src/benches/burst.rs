@@ -101,12 +101,19 @@ pub async fn burst(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> {
             "≤ 1 s",
             Verdict::check(leased <= 1000.0),
         );
+        // Replicas relay each wake-up through PostgreSQL: the scale-out
+        // target allows them half a second more.
+        let (target, limit_ms) = if server.bases.len() > 1 {
+            ("≤ 1.5 s", 1500.0)
+        } else {
+            ("≤ 1 s", 1000.0)
+        };
         report.add(
             B,
             &format!("{n} runs on {n} idle launchers: all APPLYING"),
             ms(started),
-            "≤ 1 s",
-            Verdict::check(started <= 1000.0),
+            target,
+            Verdict::check(started <= limit_ms),
         );
         report.info(
             B,

@@ -5,6 +5,7 @@
 mod burst;
 mod dispatch;
 mod idle;
+mod logs;
 mod peer;
 mod rss;
 mod throughput;
@@ -22,6 +23,7 @@ use crate::stats::Summary;
 pub use burst::burst;
 pub use dispatch::{dispatch_launchers, dispatch_protocol};
 pub use idle::idle_workers;
+pub use logs::{emit as emit_log, log_stream};
 pub use peer::peer;
 pub use rss::launcher_rss;
 pub use throughput::throughput;
@@ -38,6 +40,7 @@ pub struct Opts {
     pub throughput_runs: usize,
     pub throughput_cap: Duration,
     pub raw_spawns: usize,
+    pub log_bytes: u64,
     pub rss_settle: Duration,
     pub idle_workers: Vec<usize>,
     pub idle_settle: Duration,

@@ -214,10 +214,17 @@ pub async fn heartbeat(
         // the worker already (the poll then sleeps without looking for work).
         state.signals.instruct_worker(&session.record.worker_id);
     }
-    let renewal = state
-        .store
-        .renew_leases(&session.record.worker_id, &held, lease_expires_at, now)
-        .await?;
+    // An idle worker's heartbeat writes nothing at once (see `liveness`);
+    // one holding leases renews them, and its `last_seen`, now.
+    let renewal = if held.is_empty() {
+        state.liveness.heard(&session.record.worker_id);
+        Default::default()
+    } else {
+        state
+            .store
+            .renew_leases(&session.record.worker_id, &held, lease_expires_at, now)
+            .await?
+    };
     for run_id in &renewal.resumed {
         tracing::warn!(run_id, worker_id = %session.record.worker_id, "the worker of a LOST run is back; its apply goes on");
         state.signals.run_changed(run_id);

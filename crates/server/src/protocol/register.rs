@@ -84,12 +84,7 @@ pub async fn register(
         ));
     }
     let nonce_expiry = now + 2 * MAX_CLOCK_SKEW.as_millis() as i64;
-    if request.nonce.len() < 16
-        || !state
-            .store
-            .use_nonce(&request.nonce, nonce_expiry, now)
-            .await?
-    {
+    if request.nonce.len() < 16 || !state.store.use_nonce(&request.nonce, nonce_expiry).await? {
         return Err(refused(
             "the registration nonce was already used (a replayed registration)".into(),
         ));
@@ -162,7 +157,7 @@ pub async fn deregister(
         .store
         .deregister_worker(&session.record.worker_id, now_ms())
         .await?;
-    state.signals.forget_worker(&session.record.worker_id);
+    state.signals.worker_gone(&session.record.worker_id);
     tracing::info!(worker_id = %session.record.worker_id, "worker deregistered");
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -8,6 +8,9 @@ use super::runs::LEASED;
 use super::{from_json, new_id, to_json, SqlStore};
 use crate::{NewSession, NewWorker, Result, SessionRecord, StoreError, WorkerRecord, WorkerStore};
 
+/// Workers per statement in [`SqlStore::touch_workers`].
+const TOUCH_BATCH: usize = 500;
+
 const SELECT_WORKER: &str =
     "SELECT w.*, p.name AS pool_name FROM workers w JOIN pools p ON p.id = w.pool_id";
 
@@ -61,17 +64,27 @@ pub(super) async fn worker_by_id(pool: &AnyPool, worker_id: &str) -> Result<Opti
 
 #[async_trait]
 impl WorkerStore for SqlStore {
-    async fn use_nonce(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool> {
-        sqlx::query("DELETE FROM registration_nonces WHERE expires_at < $1")
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
+    async fn use_nonce(&self, nonce: &str, expires_at: i64) -> Result<bool> {
         let inserted = sqlx::query("INSERT INTO registration_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(nonce)
             .bind(expires_at)
             .execute(&self.writer)
             .await?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let nonces = sqlx::query("DELETE FROM registration_nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let sessions = sqlx::query("DELETE FROM worker_sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(nonces.rows_affected() + sessions.rows_affected())
     }
 
     async fn register_worker(
@@ -178,12 +191,27 @@ impl WorkerStore for SqlStore {
         }))
     }
 
-    async fn touch_worker(&self, worker_id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE workers SET last_seen = $1 WHERE id = $2")
-            .bind(now)
-            .bind(worker_id)
-            .execute(&self.writer)
-            .await?;
+    async fn touch_workers(&self, worker_ids: &[String], now: i64) -> Result<()> {
+        // Sorted, so that two replicas' batches never wait on each other;
+        // in statements of a bounded number of parameters (both engines
+        // cap them).
+        let mut ids: Vec<&String> = worker_ids.iter().collect();
+        ids.sort();
+        ids.dedup();
+        let mut tx = self.writer.begin().await?;
+        for batch in ids.chunks(TOUCH_BATCH) {
+            let marks: Vec<String> = (2..batch.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE workers SET last_seen = $1 WHERE id IN ({}) AND last_seen < $1",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for id in batch {
+                query = query.bind(id.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
