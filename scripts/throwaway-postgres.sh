@@ -3,10 +3,12 @@
 # running, and nothing is left behind.
 #
 #   url=$(./scripts/throwaway-postgres.sh start DIR)   # initdb + start on a free port; prints the admin URL
+#   url=$(./scripts/throwaway-postgres.sh start DIR --durable)   # the same, with PostgreSQL's durable defaults
 #   ./scripts/throwaway-postgres.sh stop DIR           # stop it and delete DIR
 #
 # The cluster trusts local connections and runs without fsync: it holds
-# test data only. PostgreSQL refuses to run as root, so as root it runs as
+# test data only. `--durable` keeps fsync, full-page writes and synchronous
+# commits on, as a production server has them: for benchmarks. PostgreSQL refuses to run as root, so as root it runs as
 # the `postgres` user that Debian's package creates.
 set -euo pipefail
 
@@ -25,7 +27,13 @@ as_owner() {
 
 case "${1:-}" in
 start)
-    dir=${2:?usage: $0 start DIR}
+    dir=${2:?usage: $0 start DIR [--durable]}
+    durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    case "${3:-}" in
+    "") ;;
+    --durable) durability="" ;;
+    *) echo "usage: $0 start DIR [--durable]" >&2; exit 2 ;;
+    esac
     mkdir -p "$dir"
     if [ "$(id -u)" -eq 0 ]; then
         chown postgres: "$dir"
@@ -38,7 +46,7 @@ start)
     # link noticed in seconds (see docs/scaling-out.md on keepalives).
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
         "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir -c max_connections=800 \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         $durability \
          -c tcp_keepalives_idle=1 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2" >/dev/null \
         || { cat "$dir/postgres.log" >&2; exit 1; }
     echo "postgres://postgres@127.0.0.1:$port/postgres"
@@ -51,7 +59,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: $0 start DIR | stop DIR" >&2
+    echo "usage: $0 start DIR [--durable] | stop DIR" >&2
     exit 2
     ;;
 esac

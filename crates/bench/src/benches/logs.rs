@@ -5,7 +5,8 @@
 //!
 //! The run's command is this binary (`--emit-log`): numbered lines, each
 //! stamped with the time it was printed, so the follower can check that
-//! the log is complete and in order, and measure each line's lag.
+//! the log is complete and in order, and measure each line's lag; the rest
+//! of each line is random text, which no engine can compress much.
 //!
 //! Two runs: a flood (printed as fast as the pipe takes it), whose end is
 //! the store's throughput; and one paced at the target rate, 50 MB/s, whose
@@ -39,6 +40,21 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Printable text that compresses about as badly as text can (xorshift
+/// over 64 characters), so no engine is flattered by compressing the log.
+struct Filler(u64);
+
+impl Filler {
+    fn next(&mut self) -> u8 {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ALPHABET[(self.0 >> 58) as usize]
+    }
+}
+
 /// Prints `bytes` of lines `SEQ STAMP_US xxx…`, as fast as stdout takes
 /// them, or at `rate` bytes per second. The command of this bench's runs.
 pub fn emit(bytes: u64, rate: Option<f64>) -> std::io::Result<()> {
@@ -48,12 +64,15 @@ pub fn emit(bytes: u64, rate: Option<f64>) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(BATCH * LINE);
     let started = Instant::now();
     let mut seq = 0u64;
+    let mut filler = Filler(0x9e37_79b9_7f4a_7c15);
     while seq < lines {
         buffer.clear();
         for _ in 0..BATCH.min((lines - seq) as usize) {
             let start = buffer.len();
             write!(buffer, "{seq:010} {:016} ", now_us())?;
-            buffer.resize(start + LINE - 1, b'x');
+            while buffer.len() < start + LINE - 1 {
+                buffer.push(filler.next());
+            }
             buffer.push(b'\n');
             seq += 1;
         }
@@ -227,7 +246,10 @@ async fn one_run(
     cli.args(["run", "logs", &run.id, "--follow"])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GANTRY_URL", &server.bases[0])
+        .env(
+            "GANTRY_URL",
+            server.bases[0].trim_end_matches(gantry_wire::API_PREFIX),
+        )
         .env("GANTRY_API_TOKEN", ADMIN_TOKEN)
         .env("NO_COLOR", "1");
     let (mut follower, stdout): (Proc, _) = Proc::spawn_piped(
