@@ -410,32 +410,60 @@ fn news_on_one_replica_wakes_waiters_on_another() {
 
 #[test]
 #[ignore = "needs PostgreSQL (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
-fn a_session_changed_through_one_replica_is_seen_by_another_at_once() {
+fn a_stop_drain_or_reset_through_one_replica_is_seen_by_another_at_once() {
     if !require_tool(&gantry_test_postgres::bin("initdb").to_string_lossy()) {
         return;
     }
-    // B keeps the sessions it looked up for up to 30 s (session_cache.rs):
-    // a drain or a reset made through A must reach it far sooner.
+    // B remembers the sessions it looked up, and that a worker has no stop
+    // pending, for up to 30 s (worker_cache.rs): a stop, a drain or a reset
+    // made through A must reach it far sooner.
     let database = PostgresDatabase::new();
     let a = Server::start_replica(&database, LEASE, &[]);
     let b = Server::start_replica(&database, LEASE, &[]);
     let pool = b.create_pool("p");
     let session = register_raw(&b, &pool, "session-cache-nonce-0001");
-    let heartbeat = || -> (u16, Value) {
+    let call = |path: &str, body: Value| -> (u16, Value) {
         let response = b
             .http()
-            .post(format!("{}/api/v1/worker/heartbeat", b.url))
+            .post(format!("{}/api/v1/worker/{path}", b.url))
             .bearer_auth(&session)
-            .json(&serde_json::json!({ "runs": [] }))
+            .json(&body)
             .send()
             .unwrap();
         (response.status().as_u16(), response.json().unwrap())
     };
+    let id = a.submit(&pool.name, &["sleep", "60"]);
+    let (status, polled) = call(
+        "poll",
+        serde_json::json!({ "free_slots": 1, "wait_ms": 5000 }),
+    );
+    assert_eq!(status, 200, "{polled}");
+    let lease = polled["leases"][0].clone();
+    assert_eq!(lease["run_id"], id.as_str(), "{polled}");
+    let held = serde_json::json!({ "runs": [{ "run_id": id, "lease_id": lease["lease_id"] }] });
+    let heartbeat = || call("heartbeat", held.clone());
     for _ in 0..3 {
         let (status, body) = heartbeat();
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["instructions"]["drain"], false, "{body}");
+        assert_eq!(
+            body["instructions"]["stop"],
+            serde_json::json!([]),
+            "{body}"
+        );
     }
+
+    let stopped = a.cli(&["run", "stop", &id]);
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let started = std::time::Instant::now();
+    wait_for("B to pass the stop on", Duration::from_secs(5), || {
+        (heartbeat().1["instructions"]["stop"] == serde_json::json!([id])).then_some(())
+    });
+    eprintln!("stop seen across replicas in {:?}", started.elapsed());
     let workers = a.cli_json(&["worker", "list", "--pool", "p"]);
     let worker = workers[0]["id"].as_str().unwrap().to_string();
 

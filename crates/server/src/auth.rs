@@ -129,14 +129,14 @@ impl FromRequestParts<AppState> for WorkerSession {
         };
         let token_hash = hash_secret(token);
         let now = now_ms();
-        let sessions = &state.signals.sessions;
-        if let Some(record) = sessions.get(&token_hash, now) {
+        let cache = &state.signals.worker_cache;
+        if let Some(record) = cache.session(&token_hash, now) {
             return Ok(WorkerSession { record, token_hash });
         }
-        let ticket = sessions.ticket();
+        let ticket = cache.ticket();
         match state.store.find_session(&token_hash, now).await? {
             Some(record) => {
-                sessions.remember(ticket, &token_hash, &record);
+                cache.remember_session(ticket, &token_hash, &record);
                 Ok(WorkerSession { record, token_hash })
             }
             None => Err(ApiError::unauthorized(

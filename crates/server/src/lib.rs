@@ -26,11 +26,11 @@ pub mod openapi;
 pub mod protocol;
 mod reaper;
 pub mod secrets_key;
-mod session_cache;
 mod signals;
 mod state;
 pub mod tls;
 mod ui;
+mod worker_cache;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;

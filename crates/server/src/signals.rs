@@ -6,8 +6,9 @@
 //! waking, and every wait also ends on a timeout, so a lost signal costs
 //! latency, never correctness.
 //!
-//! The worker signals also keep each replica's copy of worker sessions
-//! fresh (`session_cache`): whatever changes a session instructs its worker.
+//! The worker signals also keep what each replica remembers about workers
+//! fresh (`worker_cache`): whatever changes a session or a worker's stops
+//! instructs the worker.
 //!
 //! Replicas on one PostgreSQL database relay them to each other
 //! ([`relay_between_replicas`]): each signal is also published with
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::session_cache::SessionCache;
+use crate::worker_cache::WorkerCache;
 
 #[derive(Default)]
 pub struct Signals {
@@ -31,8 +32,8 @@ pub struct Signals {
     /// Set on PostgreSQL: where signals go to reach the other replicas.
     relay: OnceLock<Relay>,
     /// Kept fresh by the worker signals, which announce every change to a
-    /// worker's session (see `session_cache`).
-    pub sessions: SessionCache,
+    /// worker's session or stops (see `worker_cache`).
+    pub worker_cache: WorkerCache,
 }
 
 struct Relay {
@@ -133,7 +134,7 @@ impl Signals {
     }
 
     fn wake_worker(&self, worker_id: &str) {
-        self.sessions.forget_worker(worker_id);
+        self.worker_cache.forget_worker(worker_id);
         if let Some(notify) = self.workers.existing(worker_id) {
             notify.notify_waiters();
         }
@@ -210,7 +211,7 @@ impl Signals {
     }
 
     fn wake_everyone(&self) {
-        self.sessions.clear();
+        self.worker_cache.clear();
         self.pools.wake_all();
         self.workers.wake_all();
         self.runs.wake_all();

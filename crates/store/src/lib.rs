@@ -153,8 +153,9 @@ pub trait WorkerStore: Send + Sync + 'static {
     /// The live session for a token hash: unexpired, of a worker still
     /// registered, made under the pool's current generation.
     async fn find_session(&self, token_hash: &str, now: i64) -> Result<Option<SessionRecord>>;
-    /// Records that these workers were heard from at `now`, in one write.
-    async fn touch_workers(&self, worker_ids: &[String], now: i64) -> Result<()>;
+    /// Records when each of these workers was last heard from (never
+    /// moving a `last_seen` back), in one transaction.
+    async fn touch_workers(&self, heard: &[(String, i64)]) -> Result<()>;
     async fn set_worker_drain(&self, worker_id: &str, drain: bool) -> Result<WorkerRecord>;
     async fn deregister_worker(&self, worker_id: &str, now: i64) -> Result<()>;
     async fn find_worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>>;

@@ -33,24 +33,36 @@ async fn touch_workers_writes_last_seen_for_all_in_one_call() {
     let (_dir, store) = common::store().await;
     let pool = common::pool(&store, "p", common::key("fp")).await;
     // More than one statement's worth (500), and one never heard from.
+    // Each is heard at its own time.
     let mut ids = Vec::new();
     for i in 0..1_201 {
         ids.push(register(&store, &pool, i, i64::MAX).await);
     }
     let silent = ids.pop().unwrap();
-    let mut heard = ids.clone();
-    heard.push(ids[0].clone()); // heard twice in the period
-    store.touch_workers(&heard, 5_000).await.unwrap();
+    let mut heard: Vec<(String, i64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), 5_000 + i as i64))
+        .collect();
+    store.touch_workers(&heard).await.unwrap();
     // A later batch that carries an older time moves nothing back.
-    store.touch_workers(&ids[..3], 4_000).await.unwrap();
+    heard.truncate(3);
+    for (_, at) in &mut heard {
+        *at = 4_000;
+    }
+    store.touch_workers(&heard).await.unwrap();
 
     let workers = store.list_workers(Some(&pool.id), false).await.unwrap();
     assert_eq!(workers.len(), 1_201);
     for worker in workers {
-        let expected = if worker.id == silent { 10 } else { 5_000 };
+        let expected = match ids.iter().position(|id| *id == worker.id) {
+            Some(i) => 5_000 + i as i64, // each its own time
+            None => 10,
+        };
         assert_eq!(worker.last_seen, expected, "worker {}", worker.hostname);
     }
-    store.touch_workers(&[], 6_000).await.unwrap();
+    assert!(ids.iter().all(|id| *id != silent));
+    store.touch_workers(&[]).await.unwrap();
 }
 
 #[tokio::test]

@@ -15,13 +15,28 @@ use crate::state::{now_ms, AppState};
 
 async fn instructions_for(state: &AppState, session: &SessionRecord) -> ApiResult<Instructions> {
     Ok(Instructions {
-        stop: state.store.stop_requests(&session.worker_id).await?,
+        stop: pending_stops(state, &session.worker_id).await?,
         abandon: Vec::new(),
         drain: session.drain,
         exit: session
             .pool_cycled_at
             .is_some_and(|cycled| cycled >= session.registered_at),
     })
+}
+
+/// The runs the worker is told to stop. Nearly always none, which the
+/// replica remembers until the worker is next instructed (`worker_cache`).
+async fn pending_stops(state: &AppState, worker_id: &str) -> ApiResult<Vec<String>> {
+    let cache = &state.signals.worker_cache;
+    if cache.no_stops_pending(worker_id) {
+        return Ok(Vec::new());
+    }
+    let ticket = cache.ticket();
+    let stops = state.store.stop_requests(worker_id).await?;
+    if stops.is_empty() {
+        cache.remember_no_stops(ticket, worker_id);
+    }
+    Ok(stops)
 }
 
 /// Whether the instructions hold something the launcher does not know yet:
@@ -217,7 +232,7 @@ pub async fn heartbeat(
     // An idle worker's heartbeat writes nothing at once (see `liveness`);
     // one holding leases renews them, and its `last_seen`, now.
     let renewal = if held.is_empty() {
-        state.liveness.heard(&session.record.worker_id);
+        state.liveness.heard(&session.record.worker_id, now);
         Default::default()
     } else {
         state

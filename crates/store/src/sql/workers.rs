@@ -191,23 +191,25 @@ impl WorkerStore for SqlStore {
         }))
     }
 
-    async fn touch_workers(&self, worker_ids: &[String], now: i64) -> Result<()> {
+    async fn touch_workers(&self, heard: &[(String, i64)]) -> Result<()> {
         // Sorted, so that two replicas' batches never wait on each other;
         // in statements of a bounded number of parameters (both engines
-        // cap them).
-        let mut ids: Vec<&String> = worker_ids.iter().collect();
-        ids.sort();
-        ids.dedup();
+        // cap them). Both name a VALUES list's columns column1, column2.
+        let mut heard: Vec<&(String, i64)> = heard.iter().collect();
+        heard.sort();
         let mut tx = self.writer.begin().await?;
-        for batch in ids.chunks(TOUCH_BATCH) {
-            let marks: Vec<String> = (2..batch.len() + 2).map(|i| format!("${i}")).collect();
+        for batch in heard.chunks(TOUCH_BATCH) {
+            let rows: Vec<String> = (0..batch.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
             let sql = format!(
-                "UPDATE workers SET last_seen = $1 WHERE id IN ({}) AND last_seen < $1",
-                marks.join(", ")
+                "UPDATE workers SET last_seen = v.column2 FROM (VALUES {}) AS v
+                 WHERE workers.id = v.column1 AND workers.last_seen < v.column2",
+                rows.join(", ")
             );
-            let mut query = sqlx::query(&sql).bind(now);
-            for id in batch {
-                query = query.bind(id.as_str());
+            let mut query = sqlx::query(&sql);
+            for (id, at) in batch {
+                query = query.bind(id.as_str()).bind(*at);
             }
             query.execute(&mut *tx).await?;
         }
