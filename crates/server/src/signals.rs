@@ -6,9 +6,10 @@
 //! waking, and every wait also ends on a timeout, so a lost signal costs
 //! latency, never correctness.
 //!
-//! The worker signals also keep what each replica remembers about workers
-//! fresh (`worker_cache`): whatever changes a session or a worker's stops
-//! instructs the worker.
+//! The pool and worker signals also keep what each replica remembers
+//! between launcher calls fresh (`worker_cache`): whatever gives a pool a
+//! run wakes its pollers, and whatever changes a session or a worker's
+//! stops instructs the worker.
 //!
 //! Replicas on one PostgreSQL database relay them to each other
 //! ([`relay_between_replicas`]): each signal is also published with
@@ -120,6 +121,11 @@ impl Signals {
 
     pub fn run_ready(&self, pool_id: &str) {
         self.publish(POOL, pool_id);
+        self.wake_pool(pool_id);
+    }
+
+    fn wake_pool(&self, pool_id: &str) {
+        self.worker_cache.forget_pool(pool_id);
         self.pools.get(pool_id).notify_one();
     }
 
@@ -202,7 +208,7 @@ impl Signals {
         };
         let id = chars.as_str();
         match kind {
-            POOL => self.pools.get(id).notify_one(),
+            POOL => self.wake_pool(id),
             WORKER => self.wake_worker(id),
             RUN => self.wake_run(id),
             RUN_ENDED => self.end_run(id),

@@ -1,10 +1,12 @@
-//! What a replica remembers about workers between their calls: their
-//! sessions, and that they have no stop pending.
+//! What a replica remembers between launcher calls: workers' sessions,
+//! which workers have no stop pending, and which pools have no run to
+//! claim.
 //!
 //! An idle launcher calls every few seconds (a heartbeat, a long-poll), and
-//! each call used to read its session and its pending stops from the
-//! database. Those reads, each a hand-off to a database connection, were
-//! most of what an idle worker cost the control plane.
+//! each call used to read its session, its pending stops and its pool's
+//! claimable runs from the database. Those reads, each a hand-off to a
+//! database connection, were most of what an idle worker cost the control
+//! plane.
 //!
 //! What is remembered is a copy, never the truth, and it is forgotten
 //! whenever it could have changed:
@@ -18,6 +20,10 @@
 //! - a session past its expiry is never used, and nothing is used after
 //!   [`MAX_AGE`], which bounds how long a change whose notification was lost
 //!   (a failed NOTIFY) can go unseen on another replica.
+//!
+//! - a pool gets a run to claim only through what also wakes its pollers
+//!   (`Signals::run_ready`, relayed likewise): that forgets the pool
+//!   ([`WorkerCache::forget_pool`]).
 //!
 //! Only the absence of stops is remembered: a stop list is always read
 //! afresh, since a stop leaves it when its run ends, which instructs nobody.
@@ -50,6 +56,8 @@ pub struct WorkerCache {
 struct CacheMap {
     sessions: HashMap<String, Remembered>,
     workers: HashMap<String, WorkerFacts>,
+    /// When each pool's claimable runs were last looked for and none found.
+    nothing_to_claim: HashMap<String, Instant>,
     /// Swept of old entries at this size: twice what the last sweep left.
     sweep_at: usize,
 }
@@ -93,6 +101,32 @@ impl WorkerCache {
             .get(worker_id)
             .and_then(|facts| facts.no_stops_at)
             .is_some_and(fresh)
+    }
+
+    /// Whether the pool was found with no run to claim, and nothing since
+    /// could have given it one.
+    pub fn nothing_to_claim(&self, pool_id: &str) -> bool {
+        let map = self.map.lock().expect("worker cache lock");
+        map.nothing_to_claim
+            .get(pool_id)
+            .copied()
+            .is_some_and(fresh)
+    }
+
+    /// Remembers that a claim in the pool found nothing.
+    pub fn remember_nothing_to_claim(&self, ticket: ReadTicket, pool_id: &str) {
+        let mut map = self.map.lock().expect("worker cache lock");
+        if self.epoch.load(Ordering::Acquire) == ticket.0 {
+            map.nothing_to_claim
+                .insert(pool_id.to_string(), Instant::now());
+        }
+    }
+
+    /// Forgets that the pool had nothing to claim: it may have now.
+    pub fn forget_pool(&self, pool_id: &str) {
+        let mut map = self.map.lock().expect("worker cache lock");
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.nothing_to_claim.remove(pool_id);
     }
 
     /// Marks the start of a database read.
@@ -161,6 +195,7 @@ impl WorkerCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         map.sessions.clear();
         map.workers.clear();
+        map.nothing_to_claim.clear();
     }
 
     #[cfg(test)]
@@ -182,6 +217,7 @@ impl CacheMap {
             facts.no_stops_at = facts.no_stops_at.filter(|at| fresh(*at));
             !facts.tokens.is_empty() || facts.no_stops_at.is_some()
         });
+        self.nothing_to_claim.retain(|_, at| fresh(*at));
         self.sweep_at = (self.sessions.len() + self.workers.len()) * 2;
     }
 }
@@ -230,6 +266,26 @@ mod tests {
         cache.clear();
         assert!(cache.session("theirs", 0).is_none());
         assert!(!cache.no_stops_pending("w2"));
+    }
+
+    #[test]
+    fn a_pool_with_nothing_to_claim_is_forgotten_when_it_gets_a_run() {
+        let cache = WorkerCache::default();
+        cache.remember_nothing_to_claim(cache.ticket(), "p1");
+        cache.remember_nothing_to_claim(cache.ticket(), "p2");
+        assert!(cache.nothing_to_claim("p1"));
+        // A run made READY in p1, here or on another replica.
+        cache.forget_pool("p1");
+        assert!(!cache.nothing_to_claim("p1"));
+        assert!(cache.nothing_to_claim("p2"));
+        // A claim that looked before the run came must not hide it.
+        let ticket = cache.ticket();
+        cache.forget_pool("p2");
+        cache.remember_nothing_to_claim(ticket, "p2");
+        assert!(!cache.nothing_to_claim("p2"));
+        cache.remember_nothing_to_claim(cache.ticket(), "p2");
+        cache.clear();
+        assert!(!cache.nothing_to_claim("p2"));
     }
 
     #[test]

@@ -170,6 +170,10 @@ pub trait WorkerStore: Send + Sync + 'static {
 pub trait RunStore: Send + Sync + 'static {
     /// Inserts a run, QUEUED then READY.
     async fn insert_run(&self, run: &NewRun, now: i64) -> Result<RunRecord>;
+    /// Whether the pool has a run waiting for a worker (READY or
+    /// CONFIRMED, not leased): what [`RunStore::claim_runs`] looks for first,
+    /// on a reader.
+    async fn pool_has_claimable_runs(&self, pool_id: &str) -> Result<bool>;
     /// Leases up to `max` READY runs of the pool to the worker, oldest first.
     async fn claim_runs(
         &self,

@@ -147,6 +147,10 @@ pub(crate) async fn stop(state: &AppState, run: &str) -> ApiResult<RunRecord> {
     if record.state.is_terminal() {
         crate::metrics::run_ended(state, &record);
         state.signals.run_ended(&record.id);
+        if record.stack_id.is_some() {
+            // The next run queued on the stack may be READY now.
+            state.signals.run_ready(&record.pool_id);
+        }
     } else if let Some(worker_id) = &record.worker_id {
         state.signals.instruct_worker(worker_id);
     }

@@ -81,6 +81,43 @@ async fn fail_unsent_lease(state: &AppState, run: &RunRecord, error: &ApiError) 
     }
 }
 
+/// Claims up to `free_slots` runs of the worker's pool. A pool this replica
+/// found with nothing to claim is not looked at again until something
+/// gives it a run (`worker_cache`), so idle pollers cost no query.
+async fn claim(
+    state: &AppState,
+    session: &SessionRecord,
+    free_slots: u32,
+) -> ApiResult<Vec<RunRecord>> {
+    let cache = &state.signals.worker_cache;
+    if cache.nothing_to_claim(&session.pool_id) {
+        return Ok(Vec::new());
+    }
+    // Remembered only from this question, about the pool alone: an empty
+    // claim may also mean that this worker was drained meanwhile.
+    let ticket = cache.ticket();
+    if !state
+        .store
+        .pool_has_claimable_runs(&session.pool_id)
+        .await?
+    {
+        cache.remember_nothing_to_claim(ticket, &session.pool_id);
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let lease_expires_at = now + state.config.lease_timeout.as_millis() as i64;
+    Ok(state
+        .store
+        .claim_runs(
+            &session.pool_id,
+            &session.worker_id,
+            free_slots,
+            lease_expires_at,
+            now,
+        )
+        .await?)
+}
+
 /// Long-polls for work. Returns as soon as the worker has a lease or an
 /// urgent instruction (stop, exit), or when `wait_ms` runs out.
 #[utoipa::path(post, path = "/worker/poll", tag = "worker protocol", request_body = PollRequest,
@@ -114,18 +151,7 @@ pub async fn poll(
         tokio::pin!(pool_woken);
         if wants_work {
             pool_woken.as_mut().enable();
-            let now = now_ms();
-            let lease_expires_at = now + state.config.lease_timeout.as_millis() as i64;
-            let claimed = state
-                .store
-                .claim_runs(
-                    &record.pool_id,
-                    &record.worker_id,
-                    request.free_slots,
-                    lease_expires_at,
-                    now,
-                )
-                .await?;
+            let claimed = claim(&state, &record, request.free_slots).await?;
             if !claimed.is_empty() {
                 crate::metrics::runs_leased(&state, &claimed);
                 // More runs may be waiting: pass the wake-up on to the next idle worker.

@@ -100,6 +100,10 @@ pub async fn register(
             tracing::warn!(run_id = %run.id, "run failed: its launcher restarted");
             crate::metrics::run_ended(&state, &run);
             state.signals.run_ended(&run.id);
+            if run.stack_id.is_some() {
+                // The next run queued on the stack may be READY now.
+                state.signals.run_ready(&run.pool_id);
+            }
         }
     }
 

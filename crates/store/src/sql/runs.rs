@@ -151,6 +151,16 @@ impl RunStore for SqlStore {
         Ok(record)
     }
 
+    async fn pool_has_claimable_runs(&self, pool_id: &str) -> Result<bool> {
+        let claimable: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE pool_id = $1 AND state IN ('READY', 'CONFIRMED') AND lease_id IS NULL LIMIT 1",
+        )
+        .bind(pool_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(claimable.is_some())
+    }
+
     async fn claim_runs(
         &self,
         pool_id: &str,
@@ -166,13 +176,7 @@ impl RunStore for SqlStore {
         // Most polls find nothing. Asking a reader first keeps those off the
         // single writer; a run made READY after this look wakes the poller,
         // which then looks again.
-        let claimable: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM runs WHERE pool_id = $1 AND state IN ('READY', 'CONFIRMED') AND lease_id IS NULL LIMIT 1",
-        )
-        .bind(pool_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        if claimable.is_none() {
+        if !self.pool_has_claimable_runs(pool_id).await? {
             return Ok(claimed);
         }
         let mut tx = self.writer.begin().await?;
