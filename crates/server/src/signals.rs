@@ -48,6 +48,12 @@ const POOL: char = 'p';
 const WORKER: char = 'w';
 const RUN: char = 'r';
 const RUN_ENDED: char = 'e';
+/// Everything may have changed: messages were lost (no ID follows).
+const EVERYONE: char = '*';
+
+/// Messages kept for sending again while the database refuses them; past
+/// this, they are replaced by one [`EVERYONE`].
+const MAX_UNSENT: usize = 10_000;
 
 /// Entries live while someone holds them: every waiter keeps its `Arc`
 /// for the length of its wait, so an entry only the map holds has nobody to
@@ -212,6 +218,7 @@ impl Signals {
             WORKER => self.wake_worker(id),
             RUN => self.wake_run(id),
             RUN_ENDED => self.end_run(id),
+            EVERYONE => self.wake_everyone(),
             _ => {}
         }
     }
@@ -243,13 +250,43 @@ pub async fn relay_between_replicas(signals: &Arc<Signals>, url: &str) -> anyhow
     if signals.relay.set(Relay { origin, outbox }).is_err() {
         anyhow::bail!("signals are already relayed");
     }
-    // Out: everything queued since the last send goes in one NOTIFY round trip.
+    // Out: everything queued since the last send goes in one NOTIFY round
+    // trip. What cannot be sent is kept and sent again: the other replicas'
+    // worker caches rely on hearing every change (see `worker_cache`).
+    let everyone = format!(
+        "{}{EVERYONE}",
+        signals.relay.get().expect("set above").origin
+    );
     tokio::spawn(async move {
         let mut batch = Vec::new();
+        let mut failing_since: Option<std::time::Instant> = None;
         while sent.recv_many(&mut batch, 512).await > 0 {
-            if let Err(error) = notifications.publish(&batch).await {
-                // Best effort: the other replicas' waiters time out and look again.
-                tracing::warn!(%error, messages = batch.len(), "cannot notify the other replicas");
+            loop {
+                match notifications.publish(&batch).await {
+                    Ok(()) => {
+                        if let Some(since) = failing_since.take() {
+                            tracing::info!(after = ?since.elapsed(), "the other replicas are notified again");
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        if failing_since.is_none() {
+                            tracing::warn!(%error, messages = batch.len(), "cannot notify the other replicas; retrying every second");
+                            failing_since = Some(std::time::Instant::now());
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        // Take what queued meanwhile; past a bound, one
+                        // message says it all.
+                        while let Ok(message) = sent.try_recv() {
+                            batch.push(message);
+                        }
+                        if batch.len() > MAX_UNSENT {
+                            batch = vec![everyone.clone()];
+                        }
+                        batch.sort();
+                        batch.dedup();
+                    }
+                }
             }
             batch.clear();
         }

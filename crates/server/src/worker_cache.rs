@@ -18,8 +18,12 @@
 //! - when the relay may have lost messages, everything is forgotten
 //!   ([`WorkerCache::clear`]);
 //! - a session past its expiry is never used, and nothing is used after
-//!   [`MAX_AGE`], which bounds how long a change whose notification was lost
-//!   (a failed NOTIFY) can go unseen on another replica.
+//!   [`MAX_AGE`]: a last bound, for a change whose notification went
+//!   missing (the relay retries a NOTIFY the database refused, and forgets
+//!   everything when its own connection drops, so that takes a bug). A
+//!   pool's "nothing to claim" is kept at most [`CLAIM_MAX_AGE`]: what it
+//!   would hide is a run, not a revocation, and a missed wake-up should
+//!   cost a run no more than half a minute.
 //!
 //! - a pool gets a run to claim only through what also wakes its pollers
 //!   (`Signals::run_ready`, relayed likewise): that forgets the pool
@@ -39,8 +43,11 @@ use std::time::{Duration, Instant};
 
 use gantry_store::SessionRecord;
 
-/// The longest anything remembered is used without reading it again.
-pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// The longest a session or a worker's "no stop pending" is used without
+/// reading it again.
+pub const MAX_AGE: Duration = Duration::from_secs(300);
+/// The longest a pool's "nothing to claim" is used without looking again.
+pub const CLAIM_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// The smallest size worth a sweep of old entries.
 const MIN_SWEEP: usize = 1024;
@@ -78,6 +85,10 @@ struct WorkerFacts {
 
 fn fresh(read_at: Instant) -> bool {
     read_at.elapsed() < MAX_AGE
+}
+
+fn fresh_claim(looked_at: Instant) -> bool {
+    looked_at.elapsed() < CLAIM_MAX_AGE
 }
 
 /// Taken before a database read, handed back to `remember_*`.
@@ -217,7 +228,7 @@ impl CacheMap {
             facts.no_stops_at = facts.no_stops_at.filter(|at| fresh(*at));
             !facts.tokens.is_empty() || facts.no_stops_at.is_some()
         });
-        self.nothing_to_claim.retain(|_, at| fresh(*at));
+        self.nothing_to_claim.retain(|_, at| fresh_claim(*at));
         self.sweep_at = (self.sessions.len() + self.workers.len()) * 2;
     }
 }
