@@ -84,12 +84,12 @@ if [ "${GANTRY_TEST_RUNNER:-}" != cargo ] && cargo nextest --version >/dev/null 
     # What depends on the engine: the store's tests and the end-to-end
     # suite, but what the engine cannot change (containers and images, the
     # launcher's TLS, proxies and links, the browser, the demo's own
-    # SQLite server), the load test (restarts on PostgreSQL are the replica
-    # suite's), and the replica suite itself, which is PostgreSQL's anyway.
+    # SQLite server), and the replica suite itself, which is PostgreSQL's
+    # anyway.
     postgres_tests=("${cargo_tests[@]}" -E 'package(gantry-store) | (package(gantry)
         & !binary(replicas) & !binary(/^docker_/) & !binary(stacks_docker) & !binary(launcher_tls)
         & !binary(launcher_start) & !binary(proxy) & !binary(ui) & !binary(demo)
-        & !binary(faults_partition) & !binary(faults_load))')
+        & !binary(faults_partition))')
 else
     cargo_tests=(cargo test --workspace "${features[@]}" --no-fail-fast -- --include-ignored)
     postgres_tests=(cargo test -p gantry-store -p gantry "${features[@]}" --no-fail-fast -- --include-ignored)
