@@ -167,6 +167,19 @@ impl Replicas {
     }
 }
 
+/// Two replicas on a new database, without a balancer, for tests that
+/// choose which one each call goes to (the database is dropped last).
+/// `None` without PostgreSQL.
+fn two_replicas() -> Option<(Server, Server, PostgresDatabase)> {
+    if !require_tool(&gantry_test_postgres::bin("initdb").to_string_lossy()) {
+        return None;
+    }
+    let database = PostgresDatabase::new();
+    let a = Server::start_replica(&database, LEASE, &[]);
+    let b = Server::start_replica(&database, LEASE, &[]);
+    Some((a, b, database))
+}
+
 fn haproxy_config(port: u16, replicas: &[Server]) -> String {
     let servers: String = replicas
         .iter()
@@ -373,13 +386,10 @@ fn a_replica_cut_off_from_the_database_hands_over_its_duties_and_loses_no_run() 
 #[test]
 #[ignore = "needs PostgreSQL (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
 fn news_on_one_replica_wakes_waiters_on_another() {
-    if !require_tool(&gantry_test_postgres::bin("initdb").to_string_lossy()) {
-        return;
-    }
     // No load balancer: the launcher polls B, the user talks to A.
-    let database = PostgresDatabase::new();
-    let a = Server::start_replica(&database, LEASE, &[]);
-    let b = Server::start_replica(&database, LEASE, &[]);
+    let Some((a, b, _database)) = two_replicas() else {
+        return;
+    };
     let pool = b.create_pool("p");
     let launcher = Launcher::start(&pool, &[]);
     launcher.wait_registered();
@@ -421,15 +431,12 @@ fn news_on_one_replica_wakes_waiters_on_another() {
 #[test]
 #[ignore = "needs PostgreSQL (scripts/install-test-deps.sh); scripts/test-all.sh runs it"]
 fn a_stop_drain_or_reset_through_one_replica_is_seen_by_another_at_once() {
-    if !require_tool(&gantry_test_postgres::bin("initdb").to_string_lossy()) {
-        return;
-    }
     // B remembers the sessions it looked up, and that a worker has no stop
-    // pending, for up to 30 s (worker_cache.rs): a stop, a drain or a reset
-    // made through A must reach it far sooner.
-    let database = PostgresDatabase::new();
-    let a = Server::start_replica(&database, LEASE, &[]);
-    let b = Server::start_replica(&database, LEASE, &[]);
+    // pending, for minutes (worker_cache.rs): a stop, a drain or a reset
+    // made through A must reach it at once.
+    let Some((a, b, _database)) = two_replicas() else {
+        return;
+    };
     let pool = b.create_pool("p");
     let session = register_raw(&b, &pool, "session-cache-nonce-0001");
     let call = |path: &str, body: Value| -> (u16, Value) {

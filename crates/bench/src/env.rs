@@ -364,6 +364,28 @@ pub fn spawn_launchers(
     Ok(procs)
 }
 
+/// A pool named `name` on `server`, and `count` real launchers of it,
+/// registered and idle.
+pub async fn idle_pool(
+    ctx: &Ctx,
+    dir: &Path,
+    server: &Server,
+    name: &str,
+    count: usize,
+) -> Result<(Pool, Vec<Proc>)> {
+    let pool = server.pool(ctx, name).await?;
+    let mut launchers = spawn_launchers(ctx, dir, &pool, 0, count, LauncherOpts::default())?;
+    wait_idle(
+        &server.api,
+        &pool,
+        &mut launchers,
+        count,
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok((pool, launchers))
+}
+
 /// Waits until `count` workers of the pool are idle, failing early if a
 /// launcher exits.
 pub async fn wait_idle(

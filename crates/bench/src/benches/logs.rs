@@ -21,7 +21,7 @@ use gantry_wire::run::RunState;
 
 use super::Opts;
 use crate::api::entered;
-use crate::env::{spawn_launchers, wait_idle, Ctx, LauncherOpts, Server, ADMIN_TOKEN};
+use crate::env::{idle_pool, Ctx, Server, ADMIN_TOKEN};
 use crate::procs::{kill_many, Proc};
 use crate::report::{ms, Report, Verdict};
 use crate::stats::summarize;
@@ -145,16 +145,7 @@ pub async fn log_stream(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> 
     const B: &str = "100 MiB log";
     let dir = ctx.temp_dir("logs")?;
     let server = Server::start(ctx, dir.path(), "30s").await?;
-    let pool = server.pool(ctx, "logs").await?;
-    let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, 1, LauncherOpts::default())?;
-    wait_idle(
-        &server.api,
-        &pool,
-        &mut launchers,
-        1,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let (pool, launchers) = idle_pool(ctx, dir.path(), &server, "logs", 1).await?;
     let across = if server.bases.len() > 1 {
         "follower on another replica"
     } else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Opts;
-use crate::env::{spawn_launchers, wait_idle, Ctx, LauncherOpts, Server};
+use crate::env::{idle_pool, Ctx, Server};
 use crate::procs::kill_many;
 use crate::report::{mb, Report, Verdict};
 use crate::stats::proc_status;
@@ -15,16 +15,7 @@ pub async fn launcher_rss(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()
     const B: &str = "idle launcher";
     let dir = ctx.temp_dir("rss")?;
     let server = Server::start(ctx, dir.path(), "30s").await?;
-    let pool = server.pool(ctx, "rss").await?;
-    let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, 1, LauncherOpts::default())?;
-    wait_idle(
-        &server.api,
-        &pool,
-        &mut launchers,
-        1,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let (pool, launchers) = idle_pool(ctx, dir.path(), &server, "rss", 1).await?;
     tokio::time::sleep(o.rss_settle).await;
     let fresh = proc_status(launchers[0].pid())?;
     report.add(

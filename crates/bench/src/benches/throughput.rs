@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use gantry_wire::run::{Run, RunState};
 
 use super::{submit_many, Opts};
-use crate::env::{spawn_launchers, wait_idle, Ctx, LauncherOpts, Server};
+use crate::env::{idle_pool, Ctx, Server};
 use crate::procs::kill_many;
 use crate::report::{ms, Report};
 use crate::stats::{summarize, wall_ms, CpuMeter};
@@ -24,16 +24,7 @@ pub async fn throughput(ctx: &Ctx, o: &Opts, report: &mut Report) -> Result<()> 
 
     let dir = ctx.temp_dir("throughput")?;
     let server = Server::start(ctx, dir.path(), "30s").await?;
-    let pool = server.pool(ctx, "throughput").await?;
-    let mut launchers = spawn_launchers(ctx, dir.path(), &pool, 0, l, LauncherOpts::default())?;
-    wait_idle(
-        &server.api,
-        &pool,
-        &mut launchers,
-        l,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let (pool, launchers) = idle_pool(ctx, dir.path(), &server, "throughput", l).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let cpu = CpuMeter::start(Some(server.proc.pid()))?;
