@@ -324,9 +324,13 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
         } else {
             format!("{registered} registered, not held")
         };
+        let holder = match replicas {
+            1 => "workers held by one control plane".to_string(),
+            n => format!("workers held by {n} replicas together"),
+        };
         report.add(
             b,
-            "workers held by one control plane, 2 cores",
+            &holder,
             value,
             "≥ 10,000",
             Verdict::check(held),
