@@ -328,13 +328,7 @@ pub async fn idle_workers(ctx: &Ctx, o: &Opts, n: usize, report: &mut Report) ->
             1 => "workers held by one control plane".to_string(),
             n => format!("workers held by {n} replicas together"),
         };
-        report.add(
-            b,
-            &holder,
-            value,
-            "≥ 10,000",
-            Verdict::check(held),
-        );
+        report.add(b, &holder, value, "≥ 10,000", Verdict::check(held));
         if !held {
             report.note(format!(
                 "{b}: \"held\" means all registered, no failed poll or heartbeat, heartbeat p99 < 1 s; \
