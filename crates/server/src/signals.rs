@@ -32,8 +32,9 @@ pub struct Signals {
     runs: Keyed,
     /// Set on PostgreSQL: where signals go to reach the other replicas.
     relay: OnceLock<Relay>,
-    /// Kept fresh by the worker signals, which announce every change to a
-    /// worker's session or stops (see `worker_cache`).
+    /// Kept fresh by the pool and worker signals, which announce every new
+    /// run to claim and every change to a worker's session or stops (see
+    /// `worker_cache`).
     pub worker_cache: WorkerCache,
 }
 
